@@ -1,0 +1,1 @@
+"""PyTorch helpers: shape checks and the differentiable ops the networks are built from."""
