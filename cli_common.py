@@ -1,0 +1,114 @@
+"""What every command line shares: error handling, device choice, output folders, timers.
+
+Errors a user can cause (``dnnlib.util.UserError`` and click's usage errors) end the program
+with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import click
+
+from dnnlib.util import UserError
+
+
+def run(command: click.Command, args=None) -> None:
+    """Run a click command; turn user errors into ``error: <message>`` and exit status 2."""
+    try:
+        command.main(args=args, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo('error: interrupted', err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo('error: interrupted; finished outputs are complete, unfinished ones were discarded', err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f'error: {_one_line(exc.format_message())}', err=True)
+        sys.exit(2)
+    except UserError as exc:
+        click.echo(f'error: {_one_line(str(exc))}', err=True)
+        sys.exit(2)
+    sys.exit(0)
+
+
+def _one_line(text: str) -> str:
+    return ' '.join(str(text).split())
+
+
+def pick_device(name: Optional[str]):
+    """``cuda`` when present, else ``cpu``; an explicit request is checked."""
+    import torch
+    if name is None:
+        device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+        click.echo(f'Using device {device} (pass --device to choose).', err=True)
+        return device
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f'--device: unknown device {name!r} (use cpu or cuda)') from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise UserError('--device: CUDA was requested but is not available on this machine; use --device cpu')
+    return device
+
+
+def prepare_outdir(path: str) -> Path:
+    """Create ``path`` (and parents) and check that files can be written there."""
+    outdir = Path(path)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=outdir, prefix='.write-test-'):
+            pass
+    except OSError as exc:
+        raise UserError(f'--outdir: cannot write to {outdir} ({exc.strerror or exc.__class__.__name__})') from None
+    return outdir
+
+
+def check_outdir_writable(path: str) -> None:
+    """Fail early, before any heavy work, if ``path`` could not be created or written."""
+    p = Path(path).resolve()
+    while not p.exists():
+        p = p.parent
+    if not p.is_dir():
+        raise UserError(f'--outdir: {p} is not a folder')
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise UserError(f'--outdir: cannot write to {p}')
+
+
+class PhaseTimer:
+    """Accumulates wall-clock seconds per named phase: ``with timer('optimize'): ...``."""
+
+    def __init__(self):
+        self.seconds: Dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def as_dict(self) -> Dict[str, float]:
+        return {**{k: round(v, 3) for k, v in self.seconds.items()},
+                'total': round(time.perf_counter() - self._start, 3)}
+
+
+def network_options(func: Callable) -> Callable:
+    """``--network``, ``--fan-weights``, ``--vgg-weights``, ``--device``: shared by every command."""
+    func = click.option('--device', default=None, metavar='DEVICE',
+                        help='cpu or cuda [default: cuda when present, else cpu]')(func)
+    func = click.option('--vgg-weights', 'vgg_weights', default=None, metavar='PATH',
+                        help='Local torchvision VGG16 state dict for LPIPS (for offline use).')(func)
+    func = click.option('--fan-weights', 'fan_weights', default=None, metavar='PATH',
+                        help='Local FAN state dict (face_alignment 2DFAN) for offline use.')(func)
+    func = click.option('--network', 'network_pkl', required=True, metavar='PKL|URL',
+                        help='StyleGAN2-ADA network pickle: path or URL (downloaded once, then cached).')(func)
+    return func

@@ -1,0 +1,118 @@
+"""LPIPS perceptual distance (VGG variant), with the target's features computed once.
+
+Uses the ``lpips`` package: its learned linear layers ship with the package; the VGG16
+backbone comes from torchvision's ImageNet weights, downloaded into torch's hub cache on
+first use, or from a local file (``--vgg-weights PATH``: a torchvision VGG16 state dict; only
+the ``features.*`` entries are read) for machines without internet.
+
+Inputs are images ``[N, 3, H, W]`` in ``[-1, 1]``; images larger than 256x256 are first
+reduced to 256x256 by area averaging (as the StyleGAN2 projector does).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Union
+
+import torch
+import torch.nn.functional as F
+
+from dnnlib.util import UserError
+
+VGG16_URL = 'https://download.pytorch.org/models/vgg16-397923af.pth'
+
+# Index ranges of torchvision's vgg16().features held by lpips' five VGG slices, and the
+# indices of the convolutions (the only entries with weights) among them.
+_VGG_SLICES = [(0, 4), (4, 9), (9, 16), (16, 23), (23, 30)]
+_VGG_CONVS = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
+
+
+def _read_vgg_features(path: Optional[str]) -> dict:
+    """Return the ``features.*`` tensors of a VGG16 state dict from ``path`` or the download cache."""
+    if path is not None:
+        if not os.path.isfile(path):
+            raise UserError(f'--vgg-weights: file not found: {path}')
+        try:
+            state = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as exc:
+            raise UserError(f'--vgg-weights: {path} is not a PyTorch state dict ({exc.__class__.__name__})') from None
+        source = path
+    else:
+        try:
+            state = torch.hub.load_state_dict_from_url(VGG16_URL, map_location='cpu', progress=True)
+        except Exception as exc:
+            raise UserError(f'could not get the VGG16 weights for LPIPS from {VGG16_URL} '
+                            f'({exc.__class__.__name__}); download that file elsewhere and pass it with '
+                            f'--vgg-weights PATH') from None
+        source = VGG16_URL
+    if isinstance(state, dict) and 'state_dict' in state and isinstance(state['state_dict'], dict):
+        state = state['state_dict']
+    if not isinstance(state, dict):
+        raise UserError(f'{source}: expected a VGG16 state dict')
+    features = {k[len('features.'):]: v for k, v in state.items() if k.startswith('features.')}
+    missing = [f'features.{i}.{p}' for i in _VGG_CONVS for p in ('weight', 'bias') if f'{i}.{p}' not in features]
+    if missing:
+        raise UserError(f'{source}: not a VGG16 state dict (missing {missing[0]} and {len(missing) - 1} more)')
+    return features
+
+
+class PerceptualLoss(torch.nn.Module):
+    """LPIPS-VGG distance to a fixed target image.
+
+    ``set_target(img [1, 3, H, W])`` stores the target's features; ``forward(img [N, 3, H, W])``
+    returns distances ``[N]``. ``distance(a, b)`` compares two batches directly.
+    """
+
+    def __init__(self, vgg_weights: Optional[str] = None, device: Union[str, torch.device] = 'cpu'):
+        super().__init__()
+        import lpips  # noqa: imported lazily, it is slow to import
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            # Random backbone first (no download); then the real VGG16 features are copied in.
+            model = lpips.LPIPS(net='vgg', pretrained=True, pnet_rand=True, verbose=False)
+        features = _read_vgg_features(vgg_weights)
+        for idx, (start, stop) in enumerate(_VGG_SLICES):
+            block = getattr(model.net, f'slice{idx + 1}')
+            sub = {k: v for k, v in features.items() if start <= int(k.split('.')[0]) < stop}
+            try:
+                block.load_state_dict(sub, strict=True)
+            except RuntimeError as exc:
+                raise UserError(f'VGG16 weights do not fit: {str(exc).splitlines()[0]}') from None
+        self.model = model.eval().requires_grad_(False).to(device)
+        self._target_feats: Optional[List[torch.Tensor]] = None
+
+    @staticmethod
+    def _prepare(img: torch.Tensor) -> torch.Tensor:
+        if img.ndim != 4 or img.shape[1] != 3:
+            raise ValueError(f'expected images [N, 3, H, W], got {list(img.shape)}')
+        if img.shape[2] > 256 or img.shape[3] > 256:
+            img = F.interpolate(img, size=(256, 256), mode='area')
+        return img
+
+    def features(self, img: torch.Tensor) -> List[torch.Tensor]:
+        """Unit-normalized VGG features of ``img`` at the five LPIPS layers."""
+        import lpips
+        x = self.model.scaling_layer(self._prepare(img))
+        return [lpips.normalize_tensor(f) for f in self.model.net(x)]
+
+    def _compare(self, feats_a: List[torch.Tensor], feats_b: List[torch.Tensor]) -> torch.Tensor:
+        total = 0
+        for lin, fa, fb in zip(self.model.lins, feats_a, feats_b):
+            total = total + lin((fa - fb) ** 2).mean(dim=[2, 3])
+        return total.reshape(-1)
+
+    @torch.no_grad()
+    def set_target(self, target: torch.Tensor) -> None:
+        if target.shape[0] != 1:
+            raise ValueError('the target must be a single image')
+        self._target_feats = [f.detach() for f in self.features(target)]
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        if self._target_feats is None:
+            raise RuntimeError('set_target() first')
+        return self._compare(self.features(img), self._target_feats)
+
+    def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """LPIPS distances ``[N]`` between two batches of images."""
+        return self._compare(self.features(a), self.features(b))

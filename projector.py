@@ -1,0 +1,243 @@
+"""Project a face into StyleGAN2 with the look of one image and the landmarks of another.
+
+    loss = lpips_weight * LPIPS(G(w), look) + landmark_weight * HL(G(w), landmarks) + 1e5 * noise_reg
+
+Command line: ``python projector.py --help``. Python::
+
+    from projector import project_look_and_landmarks
+    result = project_look_and_landmarks(nets, look, target, landmark_weight=0.05)
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import click
+import numpy as np
+import torch
+
+import image_io
+from cli_common import PhaseTimer, check_outdir_writable, network_options, pick_device, prepare_outdir, run
+from dnnlib.util import UserError
+from landmark_loss import DEFAULT_GROUP_WEIGHTS, LANDMARK_GROUPS, LandmarkLoss, draw_landmarks, parse_group_weights
+from loaders import Networks, load_networks
+from objectives import look_and_landmarks
+from optimization import ProjectionResult, ProjectionSettings, StepInfo, project
+
+DEFAULT_GROUP_WEIGHTS_TEXT = ','.join(f'{w:g}' for w in DEFAULT_GROUP_WEIGHTS)
+
+
+@dataclass
+class LandmarkProjection:
+    result: ProjectionResult
+    lpips_to_look: float
+    landmark_error: float
+    projection_landmarks: np.ndarray  # [68, 2] image pixels
+
+
+def prepare_image(image: np.ndarray, resolution: int) -> np.ndarray:
+    """Centre-crop square and Lanczos-resize ``uint8 [H, W, 3]`` to the generator's resolution."""
+    return image_io.centre_crop_resize(image, resolution)
+
+
+class LandmarkProjector:
+    """The look of one image and the landmarks of another, for one generator.
+
+    ``look`` and ``target`` are ``uint8 [R, R, 3]`` at the generator's resolution (see
+    ``prepare_image``). Construction computes everything that depends only on the targets
+    (the face box, the target heat maps, the look's LPIPS features); ``run`` optimizes.
+    """
+
+    def __init__(self, nets: Networks, look: np.ndarray, target: np.ndarray, lpips_weight: float = 1.0,
+                 landmark_weight: float = 0.1, group_weights: Sequence[float] = DEFAULT_GROUP_WEIGHTS):
+        device = nets.G.mapping.fc0.weight.device
+        self.nets = nets
+        self.look = look
+        self.target = target
+        self.lpips_weight = lpips_weight
+        self.landmark_weight = landmark_weight
+        self.look_tensor = image_io.to_tensor(look, device)
+        self.landmarks = LandmarkLoss(nets.fan, image_io.to_tensor(target, device), group_weights)
+        nets.perceptual.set_target(self.look_tensor)
+        self.objective = look_and_landmarks(nets.perceptual, self.landmarks, lpips_weight, landmark_weight)
+
+    def step_landmarks(self, info: StepInfo) -> np.ndarray:
+        """Landmarks ``[68, 2]`` of a step's image, reusing the heat maps the loss computed."""
+        if self.landmark_weight == 0:  # the loss did not run FAN this step
+            with torch.no_grad():
+                return self.landmarks.landmarks(self.landmarks.heatmaps(info.image))[0].cpu().numpy()
+        return self.landmarks.landmarks()[0].cpu().numpy()
+
+    def run(self, settings: ProjectionSettings = ProjectionSettings(),
+            callbacks: Sequence[Callable[[StepInfo], None]] = (),
+            w_init: Optional[torch.Tensor] = None) -> LandmarkProjection:
+        result = project(self.nets.G, self.objective, settings, w_init=w_init, callbacks=callbacks)
+        with torch.no_grad():
+            lpips_to_look = float(self.nets.perceptual(result.image)[0])
+            hm = self.landmarks.heatmaps(result.image)
+            error = float(self.landmarks.error(hm)[0])
+            points = self.landmarks.landmarks(hm)[0].cpu().numpy()
+        return LandmarkProjection(result=result, lpips_to_look=lpips_to_look, landmark_error=error,
+                                  projection_landmarks=points)
+
+
+class FrameRecorder:
+    """Video callback: each step's image (already synthesized) and its landmarks become one frame.
+
+    Frame layout: look | projection | projection with its landmarks | target with its landmarks.
+    """
+
+    def __init__(self, writer: image_io.VideoWriter, look: np.ndarray, landmarks_fn: Callable[[StepInfo], np.ndarray],
+                 target_panel: np.ndarray):
+        self.writer = writer
+        self.look = look
+        self.landmarks_fn = landmarks_fn
+        self.target_panel = target_panel
+
+    def __call__(self, info: StepInfo) -> None:
+        proj = image_io.to_uint8(info.image[0])
+        marked = draw_landmarks(proj, self.landmarks_fn(info))
+        self.writer.append(image_io.hstack([self.look, proj, marked, self.target_panel]))
+
+
+class ProgressBar:
+    """tqdm bar over steps showing the loss terms and the landmark error."""
+
+    def __init__(self, num_steps: int, landmark_error_fn: Optional[Callable[[], float]] = None):
+        from tqdm import tqdm
+        self.bar = tqdm(total=num_steps, desc='project', unit='step', dynamic_ncols=True, leave=True)
+        self.landmark_error_fn = landmark_error_fn
+
+    def __call__(self, info: StepInfo) -> None:
+        post = {k: f'{v:.4g}' for k, v in info.losses.items()}
+        if self.landmark_error_fn is not None:
+            post['lm_err'] = f'{self.landmark_error_fn():.3f}'
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+EXAMPLES = """
+\b
+Examples:
+\b
+  # The look of look.png with the expression of smile.png (FFHQ 1024x1024):
+  python projector.py --network=https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl \\
+      --target_look=look.png --target_landmarks=smile.png --outdir=out \\
+      --landmark_weight=0.05 --num-steps=1000 --save_video=1
+\b
+  # Offline, with local weight files:
+  python projector.py --network=ffhq.pkl --fan-weights=2DFAN4-11f355bf06.pth.tar \\
+      --vgg-weights=vgg16-397923af.pth --target_look=look.png --target_landmarks=smile.png --outdir=out
+\b
+Landmark groups for --landmark_weights, in order: """ + ', '.join(LANDMARK_GROUPS) + '.'
+
+
+@click.command(epilog=EXAMPLES, context_settings=dict(help_option_names=['-h', '--help'], max_content_width=100))
+@network_options
+@click.option('--target_look', 'target_look', required=True, metavar='FILE', help='Image whose look (identity, style) to take.')
+@click.option('--target_landmarks', 'target_landmarks', required=True, metavar='FILE', help='Image whose facial landmarks (expression) to take.')
+@click.option('--outdir', required=True, metavar='DIR', help='Where to write the outputs.')
+@click.option('--num-steps', 'num_steps', type=int, default=1000, show_default=True, help='Optimization steps.')
+@click.option('--lpips_weight', type=float, default=1.0, show_default=True, help='Weight of the LPIPS term (look).')
+@click.option('--landmark_weight', type=float, default=0.1, show_default=True, help='Weight of the heat-map term (landmarks); 0.01-0.05 keeps quality.')
+@click.option('--landmark_weights', default=DEFAULT_GROUP_WEIGHTS_TEXT, show_default=True, metavar='W1,..,W9', help='Nine group weights (order below).')
+@click.option('--seed', type=int, default=303, show_default=True, help='Random seed.')
+@click.option('--save_video', type=click.IntRange(0, 1), default=0, show_default=True, help='1: also write proj.mp4 of the optimization.')
+@click.option('--latent', type=click.Choice(['w', 'w+']), default='w', show_default=True, help='Optimize one w for all layers, or one per layer.')
+def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_landmarks, outdir, num_steps,
+         lpips_weight, landmark_weight, landmark_weights, seed, save_video, latent):
+    """Project a face into a StyleGAN2 generator: the look of --target_look with the facial
+    landmarks (expression) of --target_landmarks.
+
+    Writes proj.png, projected_w.npz, target_look.png, target_landmarks.png, summary.png,
+    report.json and, with --save_video 1, proj.mp4 into --outdir.
+    """
+    timer = PhaseTimer()
+    # Everything a user can get wrong is checked before any heavy work.
+    if num_steps < 1:
+        raise UserError(f'--num-steps must be at least 1, got {num_steps}')
+    if lpips_weight < 0 or landmark_weight < 0:
+        raise UserError('--lpips_weight and --landmark_weight must not be negative')
+    group_weights = parse_group_weights(landmark_weights)
+    look_raw = image_io.load_image(target_look, '--target_look')
+    target_raw = image_io.load_image(target_landmarks, '--target_landmarks')
+    check_outdir_writable(outdir)
+    dev = pick_device(device)
+    settings = ProjectionSettings(num_steps=num_steps, latent=latent, seed=seed)
+
+    with timer('load_networks'):
+        nets = load_networks(network_pkl, dev, fan_weights=fan_weights, vgg_weights=vgg_weights)
+    with timer('prepare_targets'):
+        resolution = nets.G.img_resolution
+        look = prepare_image(look_raw, resolution)
+        target = prepare_image(target_raw, resolution)
+        projector = LandmarkProjector(nets, look, target, lpips_weight, landmark_weight, group_weights)
+        target_points = projector.landmarks.target_landmarks[0].cpu().numpy()
+    out = prepare_outdir(outdir)
+
+    bar = ProgressBar(num_steps, (lambda: float(projector.landmarks.error()[0])) if landmark_weight else None)
+    callbacks: List[Callable[[StepInfo], None]] = [bar]
+    writer = None
+    try:
+        if save_video:
+            writer = image_io.VideoWriter(out / 'proj.mp4', fps=30)
+            target_panel = draw_landmarks(target, target_points, color=(255, 64, 64))
+            callbacks.append(FrameRecorder(writer, look, projector.step_landmarks, target_panel))
+        with timer('optimize'):
+            projection = projector.run(settings, callbacks)
+        bar.close()
+        with timer('write_outputs'):
+            if writer is not None:
+                writer.close()
+                writer = None
+            write_outputs(out, projection, look, target, target_points)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.discard()
+
+    report = dict(
+        command='projector',
+        settings=dict(network=network_pkl, target_look=str(target_look), target_landmarks=str(target_landmarks),
+                      outdir=str(outdir), num_steps=num_steps, lpips_weight=lpips_weight,
+                      landmark_weight=landmark_weight, landmark_weights=dict(zip(LANDMARK_GROUPS, group_weights)),
+                      seed=seed, save_video=save_video, latent=latent, device=str(dev),
+                      fan_weights=fan_weights, vgg_weights=vgg_weights),
+        optimizer=asdict(settings),
+        generator=dict(resolution=resolution, num_ws=nets.G.num_ws, w_dim=nets.G.w_dim),
+        face_box=asdict(projector.landmarks.box),
+        final_losses=projection.result.losses,
+        lpips_to_look=projection.lpips_to_look,
+        landmark_error=projection.landmark_error,
+        loss_first_step=projection.result.history[0]['total'],
+        loss_last_step=projection.result.history[-1]['total'],
+        seconds_per_step=projection.result.seconds / num_steps,
+        timings=timer.as_dict(),
+        environment=dict(python=platform.python_version(), torch=torch.__version__),
+    )
+    image_io.save_json(out / 'report.json', report)
+    click.echo(f'LPIPS to look {projection.lpips_to_look:.4f}, landmark error {projection.landmark_error:.4f}; '
+               f'outputs in {out}', err=True)
+
+
+def write_outputs(out: Path, projection: LandmarkProjection, look: np.ndarray, target: np.ndarray,
+                  target_points: np.ndarray) -> None:
+    """proj.png, projected_w.npz, target_look.png, target_landmarks.png and summary.png (atomically)."""
+    proj = image_io.to_uint8(projection.result.image[0])
+    image_io.save_png(out / 'proj.png', proj)
+    image_io.save_npz(out / 'projected_w.npz', w=projection.result.ws.cpu().numpy().astype(np.float32))
+    image_io.save_png(out / 'target_look.png', look)
+    image_io.save_png(out / 'target_landmarks.png', target)
+    summary = image_io.hstack([look, draw_landmarks(target, target_points, color=(255, 64, 64)),
+                               draw_landmarks(proj, projection.projection_landmarks)])
+    image_io.save_png(out / 'summary.png', summary)
+
+
+if __name__ == '__main__':
+    run(main)

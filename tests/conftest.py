@@ -1,0 +1,66 @@
+"""Shared test fixtures: the tiny generator, random FAN/VGG weight files, images rendered by G.
+
+Nothing here downloads anything: FAN and VGG16 get random weights, saved to temporary files
+and passed with --fan-weights / --vgg-weights exactly as an offline user would.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+DATA = Path(__file__).parent / 'data'
+TINY_PKL = DATA / 'tiny-skip.pkl'
+
+
+@pytest.fixture(scope='session')
+def tiny_pkl() -> str:
+    return str(TINY_PKL)
+
+
+@pytest.fixture(scope='session')
+def tiny_G():
+    import legacy
+    return legacy.load_generator(str(TINY_PKL), 'cpu')
+
+
+@pytest.fixture(scope='session')
+def fan_weights(tmp_path_factory) -> str:
+    """A random 1-hourglass FAN state dict file."""
+    from face_alignment.models import FAN
+    torch.manual_seed(1234)
+    path = tmp_path_factory.mktemp('weights') / 'fan1.pth'
+    torch.save(FAN(1).state_dict(), path)
+    return str(path)
+
+
+@pytest.fixture(scope='session')
+def vgg_weights(tmp_path_factory) -> str:
+    """A random torchvision VGG16 state dict file."""
+    import torchvision
+    torch.manual_seed(4321)
+    path = tmp_path_factory.mktemp('weights') / 'vgg16.pth'
+    torch.save(torchvision.models.vgg16().state_dict(), path)
+    return str(path)
+
+
+def render(G, seed: int) -> np.ndarray:
+    """``uint8 [R, R, 3]`` image G makes from ``z`` drawn with ``seed`` (const noise)."""
+    import image_io
+    z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).float()
+    with torch.no_grad():
+        return image_io.to_uint8(G(z, None, noise_mode='const')[0])
+
+
+@pytest.fixture(scope='session')
+def face_images(tiny_G, tmp_path_factory):
+    """Two PNGs rendered by the tiny generator: (look_path, landmarks_path)."""
+    import image_io
+    folder = tmp_path_factory.mktemp('faces')
+    paths = []
+    for name, seed in [('look', 1), ('landmarks', 2)]:
+        path = folder / f'{name}.png'
+        image_io.save_png(path, render(tiny_G, seed))
+        paths.append(str(path))
+    return tuple(paths)
