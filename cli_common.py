@@ -112,3 +112,23 @@ def network_options(func: Callable) -> Callable:
     func = click.option('--network', 'network_pkl', required=True, metavar='PKL|URL',
                         help='StyleGAN2-ADA network pickle: path or URL (downloaded once, then cached).')(func)
     return func
+
+
+class ProgressBar:
+    """Optimization callback: a tqdm bar over steps showing the loss terms (and a landmark error)."""
+
+    def __init__(self, num_steps: int, landmark_error_fn: Optional[Callable[[], float]] = None,
+                 desc: str = 'project', position: int = 0, leave: bool = True):
+        from tqdm import tqdm
+        self.bar = tqdm(total=num_steps, desc=desc, unit='step', dynamic_ncols=True, position=position, leave=leave)
+        self.landmark_error_fn = landmark_error_fn
+
+    def __call__(self, info) -> None:
+        post = {k: f'{v:.4g}' for k, v in info.losses.items()}
+        if self.landmark_error_fn is not None:
+            post['lm_err'] = f'{self.landmark_error_fn():.3f}'
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -186,3 +186,45 @@ class VideoWriter:
             self.close()
         else:
             self.discard()
+
+
+# ----------------------------------------------------------------------------
+# Driving sequences.
+
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
+
+
+def natural_key(name: str):
+    """Sort key that orders ``frame2`` before ``frame10``."""
+    import re
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r'(\d+)', name)]
+
+
+def read_frame_folder(folder: PathLike, what: str = '--target_landmarks_folder') -> list:
+    """All images of ``folder`` in natural sort order, as ``uint8 [H, W, 3]`` arrays."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f'{what}: not a folder: {folder}')
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith('.')),
+                   key=lambda p: natural_key(p.name))
+    if not files:
+        raise UserError(f'{what}: no images ({", ".join(IMAGE_SUFFIXES)}) in {folder}')
+    return [load_image(p, what) for p in files]
+
+
+def read_video(path: PathLike, what: str = '--driving') -> tuple:
+    """Frames (``uint8 [H, W, 3]`` list) and frame rate of a video file."""
+    import imageio.v2 as imageio
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f'{what}: file not found: {path}')
+    try:
+        reader = imageio.get_reader(str(path), format='FFMPEG')
+        fps = float(reader.get_meta_data().get('fps') or 30.0)
+        frames = [np.asarray(frame[:, :, :3], dtype=np.uint8) for frame in reader]
+        reader.close()
+    except Exception as exc:
+        raise UserError(f'{what}: not a readable video: {path} ({exc.__class__.__name__})') from None
+    if not frames:
+        raise UserError(f'{what}: the video has no frames: {path}')
+    return frames, fps

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 import image_io
-from cli_common import PhaseTimer, check_outdir_writable, network_options, pick_device, prepare_outdir, run
+from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, network_options, pick_device, prepare_outdir,
+                        run)
 from dnnlib.util import UserError
 from landmark_loss import DEFAULT_GROUP_WEIGHTS, LANDMARK_GROUPS, LandmarkLoss, draw_landmarks, parse_group_weights
 from loaders import Networks, load_networks
@@ -101,25 +102,6 @@ class FrameRecorder:
         proj = image_io.to_uint8(info.image[0])
         marked = draw_landmarks(proj, self.landmarks_fn(info))
         self.writer.append(image_io.hstack([self.look, proj, marked, self.target_panel]))
-
-
-class ProgressBar:
-    """tqdm bar over steps showing the loss terms and the landmark error."""
-
-    def __init__(self, num_steps: int, landmark_error_fn: Optional[Callable[[], float]] = None):
-        from tqdm import tqdm
-        self.bar = tqdm(total=num_steps, desc='project', unit='step', dynamic_ncols=True, leave=True)
-        self.landmark_error_fn = landmark_error_fn
-
-    def __call__(self, info: StepInfo) -> None:
-        post = {k: f'{v:.4g}' for k, v in info.losses.items()}
-        if self.landmark_error_fn is not None:
-            post['lm_err'] = f'{self.landmark_error_fn():.3f}'
-        self.bar.set_postfix(post, refresh=False)
-        self.bar.update(1)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 EXAMPLES = """

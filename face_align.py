@@ -1,0 +1,200 @@
+"""FFHQ-style face alignment from 68 landmarks, for single photos and for video.
+
+The alignment is a function of the 68 points only (``ffhq_quad``): the eye centres and the
+mouth corners define an oriented square (a *quad*) around the face, which ``align_image``
+cuts out and resamples to the generator's resolution the way the FFHQ data set was made
+(shrink, crop, reflect-pad with blurred borders, quad transform, resize).
+
+For video, the quads are smoothed over time (``smooth_quads``) so the crop does not jitter
+with the landmark detector's noise: each quad parameter (centre and half-diagonal vector)
+is replaced by a Gaussian-weighted local *linear* fit over neighbouring frames, which removes
+frame-to-frame noise but follows steady motion without lag, up to the first and last frame.
+
+Landmarks come from FAN (``detect_landmarks``): it runs on a box that starts as the centred
+square of the frame and is refitted to the landmarks it finds; in a video each frame starts
+from the previous frame's box. No separate face detector (and no extra download) is needed;
+the face should fill a fair part of the frame, as in portrait photos and talking-head videos.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from landmark_loss import NUM_LANDMARKS, FaceBox, crop_faces, fan_heatmaps, landmarks_from_heatmaps
+
+
+# ----------------------------------------------------------------------------
+# Quads.
+
+def ffhq_quad(points: np.ndarray) -> np.ndarray:
+    """Oriented square ``[4, 2]`` (corners: top-left, bottom-left, bottom-right, top-right) for ``[68, 2]`` points."""
+    pts = np.asarray(points, dtype=np.float64).reshape(NUM_LANDMARKS, 2)
+    eye_left, eye_right = pts[36:42].mean(axis=0), pts[42:48].mean(axis=0)
+    eye_avg = (eye_left + eye_right) / 2
+    eye_to_eye = eye_right - eye_left
+    mouth_avg = (pts[48] + pts[54]) / 2
+    eye_to_mouth = mouth_avg - eye_avg
+
+    # x: the square's horizontal half-side, tilted between the eye line and the face's vertical axis.
+    x = eye_to_eye + np.array([eye_to_mouth[1], -eye_to_mouth[0]])
+    norm = np.hypot(*x)
+    x = x / norm if norm > 1e-8 else np.array([1.0, 0.0])
+    x = x * max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8, 1e-3)
+    y = np.array([-x[1], x[0]])
+    c = eye_avg + eye_to_mouth * 0.1
+    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+
+
+def quad_to_params(quad: np.ndarray) -> np.ndarray:
+    """``[..., 4, 2]`` quads -> ``[..., 4]`` parameters (centre x, centre y, half-side vector x, y)."""
+    quad = np.asarray(quad, dtype=np.float64)
+    centre = quad.mean(axis=-2)
+    x = (quad[..., 3, :] - quad[..., 0, :] + quad[..., 2, :] - quad[..., 1, :]) / 4
+    return np.concatenate([centre, x], axis=-1)
+
+
+def params_to_quad(params: np.ndarray) -> np.ndarray:
+    """Inverse of ``quad_to_params``."""
+    params = np.asarray(params, dtype=np.float64)
+    c, x = params[..., :2], params[..., 2:]
+    y = np.stack([-x[..., 1], x[..., 0]], axis=-1)
+    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y], axis=-2)
+
+
+def smooth_track(values: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian-weighted local linear regression along axis 0 of ``[T, ...]``; ``sigma`` in frames.
+
+    ``sigma <= 0`` returns the input. A straight-line track is returned unchanged.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if sigma <= 0 or len(values) < 3:
+        return values.copy()
+    t = np.arange(len(values), dtype=np.float64)
+    flat = values.reshape(len(values), -1)
+    radius = int(np.ceil(3 * sigma))
+    out = np.empty_like(flat)
+    for i in range(len(values)):
+        lo, hi = max(0, i - radius), min(len(values), i + radius + 1)
+        dt = t[lo:hi] - t[i]
+        w = np.exp(-0.5 * (dt / sigma) ** 2)
+        # Weighted least squares for a + b * dt; the value at dt = 0 is a.
+        s0, s1, s2 = w.sum(), (w * dt).sum(), (w * dt * dt).sum()
+        y = flat[lo:hi]
+        m0, m1 = (w[:, None] * y).sum(axis=0), ((w * dt)[:, None] * y).sum(axis=0)
+        det = s0 * s2 - s1 * s1
+        out[i] = (s2 * m0 - s1 * m1) / det if det > 1e-12 else m0 / s0
+    return out.reshape(values.shape)
+
+
+def smooth_quads(quads: np.ndarray, sigma: float) -> np.ndarray:
+    """Smooth a ``[T, 4, 2]`` sequence of quads over time (see ``smooth_track``)."""
+    return params_to_quad(smooth_track(quad_to_params(quads), sigma))
+
+
+# ----------------------------------------------------------------------------
+# Cutting out the face.
+
+def align_image(image: np.ndarray, quad: np.ndarray, output_size: int, transform_size: int = 4096,
+                enable_padding: bool = True) -> np.ndarray:
+    """Resample the ``quad`` region of ``uint8 [H, W, 3]`` to ``uint8 [output_size, output_size, 3]``.
+
+    FFHQ procedure: shrink the image when the quad is much larger than the output, crop to the
+    quad's bounding box plus a border, reflect-pad where the quad leaves the image (blurring
+    and fading the padding towards the image's median colour), then map the quad to a square.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    quad = np.asarray(quad, dtype=np.float64).copy()
+    img = Image.fromarray(image)
+    qsize = max(np.hypot(*(quad[3] - quad[0])), 1.0)
+
+    # Shrink.
+    shrink = int(np.floor(qsize / output_size * 0.5))
+    if shrink > 1:
+        size = (int(np.rint(img.size[0] / shrink)), int(np.rint(img.size[1] / shrink)))
+        img = img.resize(size, Image.LANCZOS)
+        quad /= shrink
+        qsize /= shrink
+
+    # Crop.
+    border = max(int(np.rint(qsize * 0.1)), 3)
+    lo, hi = np.floor(quad.min(axis=0)).astype(int), np.ceil(quad.max(axis=0)).astype(int)
+    crop = (max(lo[0] - border, 0), max(lo[1] - border, 0),
+            min(hi[0] + border, img.size[0]), min(hi[1] + border, img.size[1]))
+    if crop[2] - crop[0] < img.size[0] or crop[3] - crop[1] < img.size[1]:
+        if crop[2] > crop[0] and crop[3] > crop[1]:
+            img = img.crop(crop)
+            quad -= crop[0:2]
+
+    # Pad.
+    lo, hi = np.floor(quad.min(axis=0)).astype(int), np.ceil(quad.max(axis=0)).astype(int)
+    pad = np.array([max(-lo[0] + border, 0), max(-lo[1] + border, 0),
+                    max(hi[0] - img.size[0] + border, 0), max(hi[1] - img.size[1] + border, 0)])
+    if enable_padding and pad.max() > border - 4:
+        pad = np.maximum(pad, int(np.rint(qsize * 0.3)))
+        arr = np.float32(np.asarray(img))
+        arr = np.pad(arr, ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), mode='reflect')
+        h, w = arr.shape[:2]
+        yy, xx = np.ogrid[:h, :w]
+        fx = np.minimum(np.float32(xx) / pad[0] if pad[0] else np.inf, np.float32(w - 1 - xx) / pad[2] if pad[2] else np.inf)
+        fy = np.minimum(np.float32(yy) / pad[1] if pad[1] else np.inf, np.float32(h - 1 - yy) / pad[3] if pad[3] else np.inf)
+        mask = np.maximum(1.0 - np.minimum(fx, 1.0), 1.0 - np.minimum(fy, 1.0))[:, :, None]
+        blur = qsize * 0.02
+        arr += (gaussian_filter(arr, [blur, blur, 0]) - arr) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
+        arr += (np.median(arr, axis=(0, 1)) - arr) * np.clip(mask, 0.0, 1.0)
+        img = Image.fromarray(np.uint8(np.clip(np.rint(arr), 0, 255)), 'RGB')
+        quad += pad[:2]
+
+    # Transform: PIL's QUAD data are the source corners for the output's
+    # top-left, bottom-left, bottom-right and top-right corners.
+    img = img.transform((transform_size, transform_size), Image.QUAD, tuple((quad + 0.5).flatten()),
+                        Image.BILINEAR)
+    if output_size < transform_size:
+        img = img.resize((output_size, output_size), Image.LANCZOS)
+    return np.asarray(img, dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------
+# Landmarks from FAN.
+
+@torch.no_grad()
+def detect_landmarks(fan: torch.nn.Module, image: np.ndarray, box: Optional[FaceBox] = None,
+                     refinements: int = 2) -> tuple:
+    """68 landmarks ``[68, 2]`` (image pixels) of the face in ``uint8 [H, W, 3]``, and the box used.
+
+    FAN runs on ``box`` (default: the centred square of the image), and the box is refitted to
+    the landmarks ``refinements`` times.
+    """
+    device = next(fan.parameters()).device
+    h, w = image.shape[:2]
+    x = torch.from_numpy(np.array(image, copy=True)).to(device=device, dtype=torch.float32)
+    x = x.permute(2, 0, 1)[None] / 127.5 - 1
+    box = box or FaceBox(w / 2, h / 2, float(min(h, w)))
+    points = None
+    for _ in range(refinements + 1):
+        hm = fan_heatmaps(fan, crop_faces(x, box))
+        points = landmarks_from_heatmaps(hm, box)[0].cpu().numpy()
+        box = FaceBox.from_landmarks(points, w, h)
+    return points, box
+
+
+def align_face(fan: torch.nn.Module, image: np.ndarray, output_size: int) -> np.ndarray:
+    """Detect the landmarks of a photo and return its FFHQ-aligned crop ``[output_size, output_size, 3]``."""
+    points, _ = detect_landmarks(fan, image)
+    return align_image(image, ffhq_quad(points), output_size)
+
+
+def align_sequence(fan: torch.nn.Module, frames: Sequence[np.ndarray], output_size: int, sigma: float = 2.0,
+                   progress: bool = False) -> list:
+    """Align every frame of a video with temporally smoothed quads (``sigma`` in frames; 0 = none)."""
+    from tqdm import tqdm
+    quads, box = [], None
+    for frame in tqdm(frames, desc='align', unit='frame', disable=not progress, leave=False):
+        points, box = detect_landmarks(fan, frame, box)
+        quads.append(ffhq_quad(points))
+    quads = smooth_quads(np.stack(quads), sigma)
+    return [align_image(frame, quad, output_size) for frame, quad in zip(frames, quads)]
