@@ -150,25 +150,27 @@ class FaceBox:
         return FaceBox(resolution / 2, resolution / 2, float(resolution))
 
     @staticmethod
-    def from_landmarks(points: np.ndarray, resolution: int) -> 'FaceBox':
+    def from_landmarks(points: np.ndarray, image_width: int, image_height: Optional[int] = None) -> 'FaceBox':
         """The box face_alignment would use for a face with these ``[68, 2]`` landmarks.
 
-        The side is clamped to ``[R/4, 2R]`` and the centre to the image, so that even
-        meaningless landmarks (an untrained FAN) give a usable box.
+        The side is clamped to ``[S/4, 2S]`` (``S`` the image's shorter side) and the centre to
+        the image, so that even meaningless landmarks (an untrained FAN) give a usable box.
         """
+        image_height = image_width if image_height is None else image_height
+        short = min(image_width, image_height)
         points = np.asarray(points, dtype=np.float64).reshape(NUM_LANDMARKS, 2)
         (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
         width, height = x1 - x0, y1 - y0
-        size = float(np.clip((width + height) * 200.0 / 195.0, resolution / 4, resolution * 2))
-        cx = float(np.clip((x0 + x1) / 2, 0, resolution))
-        cy = float(np.clip((y0 + y1) / 2 - 0.12 * height, 0, resolution))
+        size = float(np.clip((width + height) * 200.0 / 195.0, short / 4, short * 2))
+        cx = float(np.clip((x0 + x1) / 2, 0, image_width))
+        cy = float(np.clip((y0 + y1) / 2 - 0.12 * height, 0, image_height))
         return FaceBox(cx, cy, size)
 
 
 def crop_faces(images: torch.Tensor, box: FaceBox, out_size: int = CROP_SIZE) -> torch.Tensor:
     """Differentiable square crop: ``[N, 3, H, W]`` in ``[-1, 1]`` -> ``[N, 3, out, out]`` in ``[0, 1]``.
 
-    Bilinear sampling; parts of the box outside the image are black.
+    Bilinear sampling; parts of the box outside the image are black. ``H`` and ``W`` may differ.
     """
     n, c, h, w = images.shape
     theta = torch.tensor([[box.size / w, 0, 2 * box.cx / w - 1],

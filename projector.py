@@ -132,13 +132,16 @@ Landmark groups for --landmark_weights, in order: """ + ', '.join(LANDMARK_GROUP
 @click.option('--seed', type=int, default=303, show_default=True, help='Random seed.')
 @click.option('--save_video', type=click.IntRange(0, 1), default=0, show_default=True, help='1: also write proj.mp4 of the optimization.')
 @click.option('--latent', type=click.Choice(['w', 'w+']), default='w', show_default=True, help='Optimize one w for all layers, or one per layer.')
+@click.option('--align/--no-align', default=False, show_default=True, help='FFHQ-align raw photos first (from their landmarks).')
 def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_landmarks, outdir, num_steps,
-         lpips_weight, landmark_weight, landmark_weights, seed, save_video, latent):
+         lpips_weight, landmark_weight, landmark_weights, seed, save_video, latent, align):
     """Project a face into a StyleGAN2 generator: the look of --target_look with the facial
     landmarks (expression) of --target_landmarks.
 
-    Writes proj.png, projected_w.npz, target_look.png, target_landmarks.png, summary.png,
-    report.json and, with --save_video 1, proj.mp4 into --outdir.
+    Inputs are centre-cropped to a square and resized to the generator's resolution; pass
+    --align for photos that are not FFHQ-aligned. Writes proj.png, projected_w.npz,
+    target_look.png, target_landmarks.png (the inputs as used), summary.png, report.json and,
+    with --save_video 1, proj.mp4 into --outdir.
     """
     timer = PhaseTimer()
     # Everything a user can get wrong is checked before any heavy work.
@@ -157,8 +160,11 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
         nets = load_networks(network_pkl, dev, fan_weights=fan_weights, vgg_weights=vgg_weights)
     with timer('prepare_targets'):
         resolution = nets.G.img_resolution
-        look = prepare_image(look_raw, resolution)
-        target = prepare_image(target_raw, resolution)
+        if align:
+            from face_align import align_face
+            look, target = (align_face(nets.fan, img, resolution) for img in (look_raw, target_raw))
+        else:
+            look, target = (prepare_image(img, resolution) for img in (look_raw, target_raw))
         projector = LandmarkProjector(nets, look, target, lpips_weight, landmark_weight, group_weights)
         target_points = projector.landmarks.target_landmarks[0].cpu().numpy()
     out = prepare_outdir(outdir)
@@ -189,7 +195,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
         settings=dict(network=network_pkl, target_look=str(target_look), target_landmarks=str(target_landmarks),
                       outdir=str(outdir), num_steps=num_steps, lpips_weight=lpips_weight,
                       landmark_weight=landmark_weight, landmark_weights=dict(zip(LANDMARK_GROUPS, group_weights)),
-                      seed=seed, save_video=save_video, latent=latent, device=str(dev),
+                      seed=seed, save_video=save_video, latent=latent, align=align, device=str(dev),
                       fan_weights=fan_weights, vgg_weights=vgg_weights),
         optimizer=asdict(settings),
         generator=dict(resolution=resolution, num_ws=nets.G.num_ws, w_dim=nets.G.w_dim),
