@@ -23,7 +23,6 @@ Coordinates are continuous pixel coordinates of the image: pixel ``i`` covers ``
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
@@ -92,26 +91,7 @@ def landmark_weight_vector(group_weights: Sequence[float] = DEFAULT_GROUP_WEIGHT
 # FAN.
 
 def _fan_state_dict(path: Optional[str]) -> dict:
-    if path is not None:
-        if not os.path.isfile(path):
-            raise UserError(f'--fan-weights: file not found: {path}')
-        try:
-            state = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as exc:
-            raise UserError(f'--fan-weights: {path} is not a PyTorch state dict ({exc.__class__.__name__})') from None
-        source = path
-    else:
-        try:
-            state = torch.hub.load_state_dict_from_url(FAN_URL, map_location='cpu', progress=True,
-                                                       weights_only=True)
-        except Exception as exc:
-            raise UserError(f'could not get the FAN landmark weights from {FAN_URL} ({exc.__class__.__name__}); '
-                            f'download that file elsewhere and pass it with --fan-weights PATH') from None
-        source = FAN_URL
-    if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
-        state = state['state_dict']
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f'{source}: not a FAN state dict')
+    state, _ = misc.load_state_dict(path, FAN_URL, '--fan-weights', 'FAN landmark weights')
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
 
 

@@ -11,13 +11,13 @@ reduced to 256x256 by area averaging (as the StyleGAN2 projector does).
 
 from __future__ import annotations
 
-import os
 from typing import List, Optional, Union
 
 import torch
 import torch.nn.functional as F
 
 from dnnlib.util import UserError
+from torch_utils import misc
 
 VGG16_URL = 'https://download.pytorch.org/models/vgg16-397923af.pth'
 
@@ -29,26 +29,7 @@ _VGG_CONVS = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
 
 def _read_vgg_features(path: Optional[str]) -> dict:
     """Return the ``features.*`` tensors of a VGG16 state dict from ``path`` or the download cache."""
-    if path is not None:
-        if not os.path.isfile(path):
-            raise UserError(f'--vgg-weights: file not found: {path}')
-        try:
-            state = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as exc:
-            raise UserError(f'--vgg-weights: {path} is not a PyTorch state dict ({exc.__class__.__name__})') from None
-        source = path
-    else:
-        try:
-            state = torch.hub.load_state_dict_from_url(VGG16_URL, map_location='cpu', progress=True)
-        except Exception as exc:
-            raise UserError(f'could not get the VGG16 weights for LPIPS from {VGG16_URL} '
-                            f'({exc.__class__.__name__}); download that file elsewhere and pass it with '
-                            f'--vgg-weights PATH') from None
-        source = VGG16_URL
-    if isinstance(state, dict) and 'state_dict' in state and isinstance(state['state_dict'], dict):
-        state = state['state_dict']
-    if not isinstance(state, dict):
-        raise UserError(f'{source}: expected a VGG16 state dict')
+    state, source = misc.load_state_dict(path, VGG16_URL, '--vgg-weights', 'VGG16 weights for LPIPS')
     features = {k[len('features.'):]: v for k, v in state.items() if k.startswith('features.')}
     missing = [f'features.{i}.{p}' for i in _VGG_CONVS for p in ('weight', 'bias') if f'{i}.{p}' not in features]
     if missing:

@@ -26,3 +26,34 @@ def pick_device(requested: Optional[str] = None) -> torch.device:
     if requested:
         return torch.device(requested)
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def load_state_dict(path: Optional[str], url: str, option: str, what: str):
+    """A state dict from a local file (``path``) or, when ``path`` is None, from ``url`` via torch's hub cache.
+
+    Reads with ``weights_only=True``; unwraps a ``{'state_dict': ...}`` checkpoint. Returns
+    ``(state_dict, source)``. Every failure is a ``UserError`` naming ``option`` (and, for the
+    download, the URL), so offline users know which local file to pass.
+    """
+    import os
+    from dnnlib.util import UserError
+    if path is not None:
+        if not os.path.isfile(path):
+            raise UserError(f'{option}: file not found: {path}')
+        try:
+            state = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as exc:
+            raise UserError(f'{option}: {path} is not a PyTorch state dict ({exc.__class__.__name__})') from None
+        source = path
+    else:
+        try:
+            state = torch.hub.load_state_dict_from_url(url, map_location='cpu', progress=True, weights_only=True)
+        except Exception as exc:
+            raise UserError(f'could not get the {what} from {url} ({exc.__class__.__name__}); download that file '
+                            f'elsewhere and pass it with {option} PATH') from None
+        source = url
+    if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
+        state = state['state_dict']
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f'{source}: not a {what} state dict')
+    return state, source
