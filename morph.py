@@ -37,6 +37,7 @@ def read_latent_file(path: str, G, what: str) -> np.ndarray:
             if 'w' not in data.files:
                 raise UserError(f'{what}: {path} has no latent under the key "w"')
             w = np.asarray(data['w'], dtype=np.float32)
+            stored_shape = list(w.shape)
     except UserError:
         raise
     except Exception as exc:
@@ -44,14 +45,18 @@ def read_latent_file(path: str, G, what: str) -> np.ndarray:
     if w.ndim == 3 and w.shape[0] == 1:
         w = w[0]
     if w.shape != (G.num_ws, G.w_dim):
-        raise UserError(f'{what}: {path} holds latents of shape {list(w.shape)}; this network needs '
+        raise UserError(f'{what}: {path} holds latents of shape {stored_shape}; this network needs '
                         f'[1, {G.num_ws}, {G.w_dim}] (one latent)')
     return w
 
 
 def project_image(nets: Networks, image: np.ndarray, num_steps: int, seed: int, cache_key_extra: str,
                   what: str, use_cache: bool = True) -> tuple:
-    """W+ latent ``[num_ws, w_dim]`` reproducing ``image`` (perceptual loss alone); cached on disk."""
+    """W+ latent ``[num_ws, w_dim]`` reproducing ``image`` (perceptual loss alone); cached on disk.
+
+    The noise maps stay at the generator's constant ones (``noise_mode='const'``), the maps
+    every blend is rendered with, so that degree 0 and 1 reproduce the fitted images.
+    """
     key = hashlib.sha256(image.tobytes() + repr((image.shape, num_steps, seed, cache_key_extra)).encode()).hexdigest()
     cache_file = Path(dnnlib.util.make_cache_dir_path('projections')) / f'{key[:32]}.npz'
     if use_cache and cache_file.is_file():
@@ -65,8 +70,10 @@ def project_image(nets: Networks, image: np.ndarray, num_steps: int, seed: int, 
     objective = look_and_landmarks(nets.perceptual, None, lpips_weight=1.0, landmark_weight=0.0)
     bar = ProgressBar(num_steps, desc=f'project {what}')
     try:
-        result = project(nets.G, objective, ProjectionSettings(num_steps=num_steps, latent='w+', seed=seed),
-                         callbacks=[bar])
+        const_noise = [layer.noise_const for _, layer in nets.G.synthesis.noise_layers()]
+        result = project(nets.G, objective, ProjectionSettings(num_steps=num_steps, latent='w+', seed=seed,
+                                                               optimize_noise=False),
+                         noise_init=const_noise, callbacks=[bar])
     finally:
         bar.close()
     w = result.ws[0].cpu().numpy().astype(np.float32)
@@ -77,6 +84,17 @@ def project_image(nets: Networks, image: np.ndarray, num_steps: int, seed: int, 
         except OSError:
             pass  # the cache is an optimization only
     return w, False
+
+
+def _identity(path_or_url: Optional[str]) -> str:
+    """What identifies a weights file for the projection cache: a URL, or a path with its size and time."""
+    if path_or_url is None or dnnlib.util.is_url(path_or_url):
+        return str(path_or_url)
+    try:
+        st = Path(path_or_url).stat()
+        return f'{Path(path_or_url).resolve()}:{st.st_size}:{st.st_mtime_ns}'
+    except OSError:
+        return str(path_or_url)
 
 
 def synthesize(G, w: np.ndarray) -> np.ndarray:
@@ -156,7 +174,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, input_a, input_b, method
             else:
                 prepared = image_io.centre_crop_resize(image, G.img_resolution)
                 latents[what], cached = project_image(nets, prepared, num_steps, seed,
-                                                      f'{network_pkl}|{vgg_weights}', what)
+                                                      f'{_identity(network_pkl)}|{_identity(vgg_weights)}', what)
                 sources[what] = dict(kind='image', path=str(path), cached=cached, num_steps=num_steps)
     wp, wc = latents['--a'], latents['--b']
     out = prepare_outdir(outdir)
