@@ -49,7 +49,12 @@ def load_image(path: PathLike, what: str = 'image') -> np.ndarray:
 def _to_rgb8(img: Image.Image) -> np.ndarray:
     if img.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F'):
         arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode != 'F' and arr.max() > 255 else (1.0 if img.mode == 'F' and arr.max() <= 1 else 255.0)
+        if img.mode.startswith('I;16'):
+            top = 65535.0                       # 16-bit: the full range, however dark the image
+        elif img.mode == 'I':
+            top = 65535.0 if arr.max() > 255 else 255.0  # PIL opens some 16-bit PNGs as 32-bit 'I'
+        else:
+            top = 1.0 if arr.max() <= 1 else 255.0
         arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(arr[:, :, None], 3, axis=2)
     if img.mode == 'P':

@@ -156,8 +156,11 @@ def crop_faces(images: torch.Tensor, box: FaceBox, out_size: int = CROP_SIZE) ->
     theta = torch.tensor([[box.size / w, 0, 2 * box.cx / w - 1],
                           [0, box.size / h, 2 * box.cy / h - 1]], dtype=images.dtype, device=images.device)
     grid = F.affine_grid(theta[None].expand(n, 2, 3), [n, c, out_size, out_size], align_corners=False)
-    crops = F.grid_sample((images + 1) / 2, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
-    return crops
+    # Border padding keeps the image's own edge pixels inside it (zero padding would darken a
+    # half-pixel ring); outside the image the crop is then set to black, as FAN's crops are.
+    crops = F.grid_sample((images + 1) / 2, grid, mode='bilinear', padding_mode='border', align_corners=False)
+    inside = (grid.abs() <= 1).all(dim=-1, keepdim=True).permute(0, 3, 1, 2)
+    return crops * inside.to(crops.dtype)
 
 
 # ----------------------------------------------------------------------------

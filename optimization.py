@@ -77,7 +77,7 @@ def normalize_noise_(noise_maps: Sequence[torch.Tensor]) -> None:
 # ----------------------------------------------------------------------------
 # Statistics of W.
 
-_W_STATS_CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, Tuple[torch.Tensor, float]]" = weakref.WeakKeyDictionary()
+_W_STATS_CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
 @torch.no_grad()
@@ -85,9 +85,9 @@ def w_stats(G, num_samples: int = 10000, seed: int = 123, batch: int = 2000) -> 
     """Mean ``[1, 1, w_dim]`` and scalar std of ``w = G.mapping(z)`` over ``num_samples`` z's.
 
     ``z`` comes from ``numpy.random.RandomState(seed)``; the std is
-    ``sqrt(sum of squared deviations / num_samples)``. Cached per mapping network.
+    ``sqrt(sum of squared deviations / num_samples)``. Cached per mapping network and arguments.
     """
-    cached = _W_STATS_CACHE.get(G.mapping)
+    cached = _W_STATS_CACHE.get(G.mapping, {}).get((num_samples, seed))
     if cached is not None and cached[0].device == G.mapping.fc0.weight.device:
         return cached
     device = G.mapping.fc0.weight.device
@@ -101,7 +101,7 @@ def w_stats(G, num_samples: int = 10000, seed: int = 123, batch: int = 2000) -> 
     w_avg = w.mean(dim=0, keepdim=True)  # [1, 1, C]
     w_std = float((((w - w_avg) ** 2).sum() / num_samples) ** 0.5)
     result = (w_avg.float(), w_std)
-    _W_STATS_CACHE[G.mapping] = result
+    _W_STATS_CACHE.setdefault(G.mapping, {})[(num_samples, seed)] = result
     return result
 
 

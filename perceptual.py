@@ -48,11 +48,11 @@ class PerceptualLoss(torch.nn.Module):
         super().__init__()
         import lpips  # noqa: imported lazily, it is slow to import
         import warnings
+        features = _read_vgg_features(vgg_weights)  # first: a bad file fails before any model is built
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             # Random backbone first (no download); then the real VGG16 features are copied in.
             model = lpips.LPIPS(net='vgg', pretrained=True, pnet_rand=True, verbose=False)
-        features = _read_vgg_features(vgg_weights)
         for idx, (start, stop) in enumerate(_VGG_SLICES):
             block = getattr(model.net, f'slice{idx + 1}')
             sub = {k: v for k, v in features.items() if start <= int(k.split('.')[0]) < stop}

@@ -41,7 +41,10 @@ def load_state_dict(path: Optional[str], url: str, option: str, what: str):
         if not os.path.isfile(path):
             raise UserError(f'{option}: file not found: {path}')
         try:
-            state = torch.load(path, map_location='cpu', weights_only=True)
+            try:  # memory-mapped where the file format allows it (large checkpoints load lazily)
+                state = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+            except RuntimeError:
+                state = torch.load(path, map_location='cpu', weights_only=True)
         except Exception as exc:
             raise UserError(f'{option}: {path} is not a PyTorch state dict ({exc.__class__.__name__})') from None
         source = path

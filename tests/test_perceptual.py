@@ -1,0 +1,173 @@
+"""LPIPS-VGG perceptual loss: same function as ``lpips.LPIPS(net='vgg')`` with the same backbone.
+
+The VGG16 backbone has the random weights of the ``vgg_weights`` fixture; nothing is downloaded.
+"""
+
+import urllib.error
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import perceptual
+from dnnlib.util import UserError
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope='module')
+def loss(vgg_weights):
+    return perceptual.PerceptualLoss(vgg_weights)
+
+
+@pytest.fixture(scope='module')
+def reference(vgg_weights):
+    """``lpips.LPIPS(net='vgg')`` with its backbone layers set from the VGG16 state dict's ``features.<i>``."""
+    import lpips
+    state = torch.load(vgg_weights, map_location='cpu', weights_only=True, mmap=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        model = lpips.LPIPS(net='vgg', pretrained=True, pnet_rand=True, verbose=False)
+    copied = 0
+    for i in range(1, 6):
+        for name, module in getattr(model.net, f'slice{i}').named_children():
+            if isinstance(module, torch.nn.Conv2d):     # children keep torchvision's indices as names
+                with torch.no_grad():
+                    module.weight.copy_(state[f'features.{name}.weight'])
+                    module.bias.copy_(state[f'features.{name}.bias'])
+                copied += 1
+    assert copied == 13
+    return model.eval().requires_grad_(False)
+
+
+def _images(n, size, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand([n, 3, size, size], generator=gen) * 2 - 1
+
+
+def test_backbone_weights_loaded(loss, vgg_weights):
+    state = torch.load(vgg_weights, map_location='cpu', weights_only=True, mmap=True)
+    convs = [m for i in range(1, 6) for m in getattr(loss.model.net, f'slice{i}') if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 13
+    keys = [k for k in state if k.startswith('features.') and k.endswith('.weight')]
+    assert len(keys) == 13
+    for conv, key in zip(convs, sorted(keys, key=lambda k: int(k.split('.')[1]))):
+        assert torch.equal(conv.weight, state[key])
+        assert torch.equal(conv.bias, state[key[:-len('weight')] + 'bias'])
+    assert not any(p.requires_grad for p in loss.parameters())
+
+
+def test_matches_lpips_reference(loss, reference):
+    a, b = _images(2, 64, 0), _images(2, 64, 1)
+    with torch.no_grad():
+        expected = reference(a, b).reshape(-1)
+        got = loss.distance(a, b)
+    assert got.shape == (2,)
+    assert (expected > 0).all()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+
+    loss.set_target(b[:1])
+    with torch.no_grad():
+        got = loss(a)
+        expected = reference(a, b[:1].expand_as(a)).reshape(-1)
+    assert got.shape == (2,)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_distance_to_itself_is_zero(loss):
+    a = _images(2, 48, 2)
+    with torch.no_grad():
+        assert torch.equal(loss.distance(a, a), torch.zeros(2))
+    loss.set_target(a[1:])
+    with torch.no_grad():
+        assert float(loss(a[1:])) == 0.0
+
+
+def test_gradient_flows_to_image(loss):
+    loss.set_target(_images(1, 32, 3))
+    x = _images(1, 32, 4).requires_grad_(True)
+    loss(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_large_images_are_area_downsampled(loss):
+    a, b = _images(1, 512, 5), _images(1, 512, 6)
+    a256, b256 = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)      # 2x2 area averaging
+    with torch.no_grad():
+        big = loss.distance(a, b)
+        small = loss.distance(a256, b256)
+    torch.testing.assert_close(big, small, rtol=1e-5, atol=1e-7)
+    # The target of set_target is reduced the same way.
+    loss.set_target(b)
+    with torch.no_grad():
+        torch.testing.assert_close(loss(a256), small, rtol=1e-5, atol=1e-7)
+
+
+def test_forward_needs_target(vgg_weights):
+    fresh = perceptual.PerceptualLoss(vgg_weights)
+    with pytest.raises(RuntimeError, match='set_target'):
+        fresh(_images(1, 32, 7))
+    with pytest.raises(ValueError):
+        fresh.set_target(_images(2, 32, 7))
+    with pytest.raises(ValueError):
+        fresh.distance(torch.zeros([1, 1, 32, 32]), torch.zeros([1, 1, 32, 32]))
+
+
+def _one_line(excinfo):
+    msg = str(excinfo.value)
+    assert msg and '\n' not in msg
+    return msg
+
+
+def test_missing_file(tmp_path):
+    missing = tmp_path / 'vgg.pth'
+    with pytest.raises(UserError) as excinfo:
+        perceptual.PerceptualLoss(str(missing))
+    msg = _one_line(excinfo)
+    assert str(missing) in msg and '--vgg-weights' in msg
+
+
+def test_not_a_vgg_state_dict(tmp_path, vgg_weights):
+    text = tmp_path / 'text.pth'
+    text.write_text('hello\n')
+    with pytest.raises(UserError) as excinfo:
+        perceptual.PerceptualLoss(str(text))
+    assert str(text) in _one_line(excinfo)
+
+    other = tmp_path / 'linear.pth'
+    torch.save(torch.nn.Linear(4, 2).state_dict(), other)
+    with pytest.raises(UserError) as excinfo:
+        perceptual.PerceptualLoss(str(other))
+    assert str(other) in _one_line(excinfo)
+
+    state = torch.load(vgg_weights, map_location='cpu', weights_only=True, mmap=True)
+    state = {k: v for k, v in state.items() if k.startswith('features.')}
+    state['features.10.weight'] = torch.zeros(3, 3)
+    wrong = tmp_path / 'wrong-shape.pth'
+    torch.save(state, wrong)
+    with pytest.raises(UserError) as excinfo:
+        perceptual.PerceptualLoss(str(wrong))
+    _one_line(excinfo)
+
+
+def test_offline_without_file(monkeypatch):
+    calls = []
+
+    def offline(url, *args, **kwargs):
+        calls.append(url)
+        raise urllib.error.URLError('offline')
+
+    monkeypatch.setattr(torch.hub, 'load_state_dict_from_url', offline)
+    with pytest.raises(UserError) as excinfo:
+        perceptual.PerceptualLoss(None)
+    msg = _one_line(excinfo)
+    assert perceptual.VGG16_URL in msg
+    assert '--vgg-weights' in msg
+    assert calls == [perceptual.VGG16_URL]
