@@ -42,6 +42,14 @@ def _one_line(text: str) -> str:
     return ' '.join(str(text).split())
 
 
+def check_weights(**weights: float) -> None:
+    """Loss weights must be finite and non-negative: ``check_weights(lpips_weight=1.0, ...)``."""
+    import math
+    for name, value in weights.items():
+        if not math.isfinite(value) or value < 0:
+            raise UserError(f'--{name} must be a finite number >= 0, got {value}')
+
+
 def pick_device(name: Optional[str]):
     """``cuda`` when present, else ``cpu``; an explicit request is checked."""
     import torch

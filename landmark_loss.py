@@ -74,6 +74,9 @@ def parse_group_weights(text: Union[str, Sequence[float]]) -> Tuple[float, ...]:
                         f'({", ".join(LANDMARK_GROUPS)}), got {len(values)}')
     if any(not np.isfinite(v) or v < 0 for v in values):
         raise UserError('--landmark_weights: weights must be finite and non-negative')
+    if not any(values):
+        raise UserError('--landmark_weights: all nine weights are zero; to switch the landmark term off, '
+                        'pass --landmark_weight 0')
     return values
 
 
@@ -178,7 +181,8 @@ def fan_heatmaps(fan: torch.nn.Module, crops: torch.Tensor) -> torch.Tensor:
 def heatmap_loss(heatmaps: torch.Tensor, target_heatmaps: torch.Tensor, point_weights: torch.Tensor) -> torch.Tensor:
     """``|| Wg * (H - H_t) ||_2`` per sample: ``[N, 68, h, w]``, ``[1 or N, 68, h, w]``, ``[68]`` -> ``[N]``."""
     diff = (heatmaps - target_heatmaps) * point_weights.reshape(1, -1, 1, 1)
-    return diff.square().sum(dim=[1, 2, 3]).sqrt()
+    # The clamp keeps the gradient finite where the loss is exactly zero (d sqrt(x)/dx is infinite at 0).
+    return diff.square().sum(dim=[1, 2, 3]).clamp_min(1e-20).sqrt()
 
 
 def landmarks_from_heatmaps(heatmaps: torch.Tensor, box: FaceBox) -> torch.Tensor:

@@ -25,7 +25,10 @@ def load_networks(network_pkl: str, device: torch.device, fan_weights: Optional[
                   need_lpips: bool = True) -> Networks:
     """Load what a run needs; every missing or unreadable file raises ``UserError``."""
     with dnnlib.util.open_url(network_pkl) as f:
-        data = legacy.load_network_pkl(f)
+        try:
+            data = legacy.load_network_pkl(f)
+        except legacy.NetworkLoadError as exc:
+            raise legacy.NetworkLoadError(f'--network {network_pkl}: {exc}') from None
     G = data['G_ema'] if data['G_ema'] is not None else data['G']
     if G is None:
         raise legacy.NetworkLoadError(f'{network_pkl} holds no generator')

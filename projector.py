@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 import image_io
-from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, network_options, pick_device, prepare_outdir,
-                        run)
+from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, check_weights, network_options, pick_device,
+                        prepare_outdir, run)
 from dnnlib.util import UserError
 from landmark_loss import DEFAULT_GROUP_WEIGHTS, LANDMARK_GROUPS, LandmarkLoss, draw_landmarks, parse_group_weights
 from loaders import Networks, load_networks
@@ -147,8 +147,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     # Everything a user can get wrong is checked before any heavy work.
     if num_steps < 1:
         raise UserError(f'--num-steps must be at least 1, got {num_steps}')
-    if lpips_weight < 0 or landmark_weight < 0:
-        raise UserError('--lpips_weight and --landmark_weight must not be negative')
+    check_weights(lpips_weight=lpips_weight, landmark_weight=landmark_weight)
     group_weights = parse_group_weights(landmark_weights)
     look_raw = image_io.load_image(target_look, '--target_look')
     target_raw = image_io.load_image(target_landmarks, '--target_landmarks')

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 import image_io
-from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, network_options, pick_device, prepare_outdir,
-                        run)
+from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, check_weights, network_options, pick_device,
+                        prepare_outdir, run)
 from dnnlib.util import UserError
 from landmark_loss import DEFAULT_GROUP_WEIGHTS, LANDMARK_GROUPS, LandmarkLoss, draw_landmarks, parse_group_weights
 from loaders import Networks, load_networks
@@ -59,9 +59,8 @@ class AnimationSettings:
             raise UserError(f"--mode must be 'identity' or 'free', got {self.mode!r}")
         if self.num_steps_first < 1 or self.num_steps < 1:
             raise UserError('--num-steps-first and --num-steps must be at least 1')
-        for name in ('lpips_weight', 'landmark_weight', 'smoothness_weight', 'fidelity_weight', 'd_weight'):
-            if getattr(self, name) < 0:
-                raise UserError(f'--{name} must not be negative')
+        check_weights(**{name: getattr(self, name) for name in ('lpips_weight', 'landmark_weight',
+                                                                 'smoothness_weight', 'fidelity_weight', 'd_weight')})
 
 
 def frame_objective(nets: Networks, settings: AnimationSettings, landmarks: LandmarkLoss,
