@@ -181,8 +181,10 @@ def fan_heatmaps(fan: torch.nn.Module, crops: torch.Tensor) -> torch.Tensor:
 def heatmap_loss(heatmaps: torch.Tensor, target_heatmaps: torch.Tensor, point_weights: torch.Tensor) -> torch.Tensor:
     """``|| Wg * (H - H_t) ||_2`` per sample: ``[N, 68, h, w]``, ``[1 or N, 68, h, w]``, ``[68]`` -> ``[N]``."""
     diff = (heatmaps - target_heatmaps) * point_weights.reshape(1, -1, 1, 1)
-    # The clamp keeps the gradient finite where the loss is exactly zero (d sqrt(x)/dx is infinite at 0).
-    return diff.square().sum(dim=[1, 2, 3]).clamp_min(1e-20).sqrt()
+    sq = diff.square().sum(dim=[1, 2, 3])
+    # sqrt has an infinite gradient at 0: where the loss is exactly 0, return 0 with a zero gradient.
+    positive = sq > 0
+    return torch.where(positive, torch.where(positive, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
 
 
 def landmarks_from_heatmaps(heatmaps: torch.Tensor, box: FaceBox) -> torch.Tensor:
