@@ -139,9 +139,8 @@ def align_image(image: np.ndarray, quad: np.ndarray, output_size: int, transform
         arr = np.float32(np.asarray(img))
         arr = np.pad(arr, ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), mode='reflect')
         h, w = arr.shape[:2]
-        yy, xx = np.ogrid[:h, :w]
-        fx = np.minimum(np.float32(xx) / pad[0] if pad[0] else np.inf, np.float32(w - 1 - xx) / pad[2] if pad[2] else np.inf)
-        fy = np.minimum(np.float32(yy) / pad[1] if pad[1] else np.inf, np.float32(h - 1 - yy) / pad[3] if pad[3] else np.inf)
+        fx = _edge_ramp(w, pad[0], pad[2])[None, :]
+        fy = _edge_ramp(h, pad[1], pad[3])[:, None]
         mask = np.maximum(1.0 - np.minimum(fx, 1.0), 1.0 - np.minimum(fy, 1.0))[:, :, None]
         blur = qsize * 0.02
         arr += (gaussian_filter(arr, [blur, blur, 0]) - arr) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
@@ -149,13 +148,20 @@ def align_image(image: np.ndarray, quad: np.ndarray, output_size: int, transform
         img = Image.fromarray(np.uint8(np.clip(np.rint(arr), 0, 255)), 'RGB')
         quad += pad[:2]
 
-    # Transform: PIL's QUAD data are the source corners for the output's
-    # top-left, bottom-left, bottom-right and top-right corners.
-    img = img.transform((transform_size, transform_size), Image.QUAD, tuple((quad + 0.5).flatten()),
-                        Image.BILINEAR)
+    # Transform: PIL's QUAD data are the source corners for the output's top-left, bottom-left,
+    # bottom-right and top-right corners, in the same continuous pixel coordinates as ours.
+    img = img.transform((transform_size, transform_size), Image.QUAD, tuple(quad.flatten()), Image.BILINEAR)
     if output_size < transform_size:
         img = img.resize((output_size, output_size), Image.LANCZOS)
     return np.asarray(img, dtype=np.uint8)
+
+
+def _edge_ramp(n: int, pad_lo: int, pad_hi: int) -> np.ndarray:
+    """``[n]``: distance to the nearer padded edge in units of that edge's padding (inf without padding)."""
+    i = np.arange(n, dtype=np.float32)
+    lo = i / pad_lo if pad_lo else np.full(n, np.inf, np.float32)
+    hi = (n - 1 - i) / pad_hi if pad_hi else np.full(n, np.inf, np.float32)
+    return np.minimum(lo, hi)
 
 
 # ----------------------------------------------------------------------------

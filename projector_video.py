@@ -175,14 +175,20 @@ def _file_digest(path: Optional[str]) -> Optional[str]:
     if path is None:
         return None
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir():  # a frame folder: the images read from it, in order
         h = hashlib.sha256()
         for f in sorted(p.iterdir(), key=lambda q: image_io.natural_key(q.name)):
-            if f.is_file():
+            if f.is_file() and f.suffix.lower() in image_io.IMAGE_SUFFIXES and not f.name.startswith('.'):
                 h.update(f.name.encode())
                 h.update(hashlib.sha256(f.read_bytes()).digest())
         return h.hexdigest()
     return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _network_identity(network_pkl: str) -> str:
+    """A URL as given; a local path made absolute (the same file, however it is named)."""
+    import dnnlib
+    return network_pkl if dnnlib.util.is_url(network_pkl, allow_file_urls=True) else str(Path(network_pkl).resolve())
 
 
 EXAMPLES = """
@@ -205,7 +211,8 @@ Examples:
 @click.option('--target_look', default=None, metavar='FILE', help='Look image (identity mode).')
 @click.option('--target_landmarks_folder', default=None, metavar='DIR', help='Driving frames, natural sort order.')
 @click.option('--driving', default=None, metavar='VIDEO', help='Driving video file (instead of a folder).')
-@click.option('--fps', type=float, default=None, help='Frame rate of a driving folder [default: 30; videos: their own].')
+@click.option('--fps', type=click.FloatRange(min=0, min_open=True, max=1000), default=None,
+              help='Frame rate of the driving frames [default: 30 for a folder; a video\'s own].')
 @click.option('--outdir', required=True, metavar='DIR', help='Where to write the outputs.')
 @click.option('--mode', type=click.Choice(['identity', 'free']), default='identity', show_default=True)
 @click.option('--num-steps-first', 'num_steps_first', type=int, default=300, show_default=True, help='Steps for frame 0.')
@@ -247,10 +254,10 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     look_raw = image_io.load_image(target_look, '--target_look') if mode == 'identity' else None
     if driving is not None:
         raw_frames, video_fps = image_io.read_video(driving)
-        fps = fps or video_fps
+        fps = fps if fps is not None else video_fps
     else:
         raw_frames = image_io.read_frame_folder(target_landmarks_folder)
-        fps = fps or 30.0
+        fps = fps if fps is not None else 30.0
     check_outdir_writable(outdir)
     dev = pick_device(device)
 
@@ -260,10 +267,13 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     G = nets.G
     resolution = G.img_resolution
     out = prepare_outdir(outdir)
-    fingerprint = dict(network=str(network_pkl), look=_file_digest(target_look) if look_raw is not None else None,
+    # What a resumed run must share with the run that wrote the finished frames.
+    fingerprint = dict(network=_network_identity(network_pkl),
+                       look=_file_digest(target_look) if look_raw is not None else None,
                        driving=_file_digest(driving or target_landmarks_folder), align=align,
                        align_smoothing=align_smoothing, fan_weights=_file_digest(fan_weights),
-                       settings={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()})
+                       vgg_weights=_file_digest(vgg_weights),
+                       **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()})
     anim = AnimationRun(out, fingerprint)
     finished = anim.start(resume)
     if finished:

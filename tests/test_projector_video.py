@@ -1,0 +1,560 @@
+"""Tests of the animation command ``projector_video.py`` and its pieces.
+
+The command runs in-process (``cli_common.run``) on the tiny 32x32 generator with random FAN and
+VGG16 weight files (see ``conftest.py``), so nothing is downloaded. Every optimization step runs
+FAN on a 256x256 crop, which is slow on a CPU, so the end-to-end runs are few and shared by
+module-scoped fixtures; re-running a finished command with only ``--subframes`` changed resumes
+with every frame done and just re-assembles the videos, which covers the frame-count cases
+cheaply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cli_common
+import image_io
+import projector_video
+from conftest import render
+from loaders import Networks
+from objectives import fidelity_term, smoothness_term
+
+RESOLUTION, NUM_WS, W_DIM = 32, 8, 32
+NUM_FRAMES = 4
+# Deliberately named so that plain string sorting (f1, f10, f11, f2) differs from natural sorting.
+FRAME_FILES = ['f1.png', 'f2.png', 'f10.png', 'f11.png']
+FRAME_SEEDS = [21, 22, 23, 24]
+VIDEO_FPS = 10
+STEPS = ['--num-steps-first', 2, '--num-steps', 2]  # 2 steps: the second one has a non-zero learning rate
+
+
+# ----------------------------------------------------------------------------
+# Helpers.
+
+def invoke(args):
+    """Run the command in-process; return (exit status, stderr)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
+        cli_common.run(projector_video.main, [str(a) for a in args])
+    return info.value.code, err.getvalue()
+
+
+def assert_one_error_line(err: str, *needles: str):
+    assert 'Traceback' not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, f'expected one line on stderr, got {lines!r}'
+    assert lines[0].startswith('error:'), lines[0]
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), f'{needle!r} not in {lines[0]!r}'
+
+
+def with_option(args, name, value=None):
+    """``args`` with option ``name`` set to ``value`` (replaced if present, else appended); a flag if value is None."""
+    args = list(args)
+    if value is None:
+        return args + [name] if name not in args else args
+    if name in args:
+        args[args.index(name) + 1] = value
+    else:
+        args += [name, value]
+    return args
+
+
+def video_info(path: Path):
+    """(number of frames, fps, frame shape) of an MP4."""
+    import imageio.v2 as imageio
+    reader = imageio.get_reader(str(path), format='FFMPEG')
+    try:
+        fps = float(reader.get_meta_data()['fps'])
+        frames = [np.asarray(f) for f in reader]
+    finally:
+        reader.close()
+    return len(frames), fps, frames[0].shape
+
+
+def load_npz(path: Path) -> dict:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def frame_pngs(outdir: Path):
+    return sorted((outdir / 'frames').glob('frame_*.png'))
+
+
+def read_report(outdir: Path) -> dict:
+    return json.loads((outdir / 'report.json').read_text())
+
+
+class Recorder:
+    """Wraps ``projector_video.optimize_frame`` (and ``project``), recording calls; can stop at a frame."""
+
+    def __init__(self, monkeypatch, stop_at=None):
+        self.indices = []    # frames optimized
+        self.attempted = []  # frames started (including one stopped with KeyboardInterrupt)
+        self.projects = []
+        self.stop_at = stop_at
+        real_optimize, real_project = projector_video.optimize_frame, projector_video.project
+
+        def optimize_frame(nets, anim, settings, index, *args, **kwargs):
+            self.attempted.append(index)
+            if index == self.stop_at:
+                raise KeyboardInterrupt
+            self.indices.append(index)
+            return real_optimize(nets, anim, settings, index, *args, **kwargs)
+
+        def project(G, objective, settings, w_init=None, noise_init=None, callbacks=()):
+            self.projects.append(dict(optimize_noise=settings.optimize_noise, num_steps=settings.num_steps,
+                                      w_init=None if w_init is None else w_init.detach().cpu().numpy().copy(),
+                                      noise_init=None if noise_init is None else
+                                      [n.detach().cpu().numpy().copy() for n in noise_init]))
+            return real_project(G, objective, settings, w_init=w_init, noise_init=noise_init, callbacks=callbacks)
+
+        monkeypatch.setattr(projector_video, 'optimize_frame', optimize_frame)
+        monkeypatch.setattr(projector_video, 'project', project)
+
+
+# ----------------------------------------------------------------------------
+# Inputs and shared runs.
+
+@pytest.fixture(scope='module')
+def inputs(tiny_G, tmp_path_factory):
+    root = tmp_path_factory.mktemp('video_inputs')
+    frames = [render(tiny_G, seed) for seed in FRAME_SEEDS]
+    folder = root / 'driving_frames'
+    folder.mkdir()
+    for name, frame in zip(FRAME_FILES, frames):
+        image_io.save_png(folder / name, frame)
+    (folder / 'notes.txt').write_text('not an image; ignored')
+
+    import imageio.v2 as imageio
+    video = root / 'driving.mp4'
+    writer = imageio.get_writer(str(video), fps=VIDEO_FPS, codec='libx264', quality=8, macro_block_size=1,
+                                ffmpeg_log_level='error')
+    for frame in frames:
+        writer.append_data(frame)
+    writer.close()
+
+    look = root / 'look.png'
+    image_io.save_png(look, render(tiny_G, 1))
+    empty = root / 'empty'
+    empty.mkdir()
+    return dict(root=root, frames=frames, folder=folder, video=video, look=look, empty=empty)
+
+
+@pytest.fixture(scope='module')
+def net_args(tiny_pkl, fan_weights, vgg_weights):
+    return ['--network', tiny_pkl, '--device', 'cpu', '--fan-weights', fan_weights, '--vgg-weights', vgg_weights]
+
+
+@pytest.fixture(scope='module')
+def identity_args(net_args, inputs):
+    """Identity mode from the frame folder, no alignment; needs ``--outdir``."""
+    return net_args + ['--target_look', inputs['look'], '--target_landmarks_folder', inputs['folder'],
+                       '--no-align', '--subframes', 1] + STEPS
+
+
+@pytest.fixture(scope='module')
+def identity_run(identity_args, tmp_path_factory):
+    """One uninterrupted identity-mode run (directory "A" of the resume test)."""
+    outdir = tmp_path_factory.mktemp('identity') / 'anim'
+    with pytest.MonkeyPatch.context() as mp:
+        rec = Recorder(mp)
+        code, err = invoke(identity_args + ['--outdir', outdir])
+    assert code == 0, err
+    return dict(outdir=outdir, err=err, calls=rec.indices, projects=rec.projects, report=read_report(outdir),
+                latents=load_npz(outdir / 'latents.npz')['w'],
+                animation=video_info(outdir / 'animation.mp4'), side_by_side=video_info(outdir / 'side_by_side.mp4'))
+
+
+# ----------------------------------------------------------------------------
+# Identity mode from a folder.
+
+def test_identity_run_outputs(identity_run, inputs):
+    out = identity_run['outdir']
+    assert identity_run['calls'] == [0, 1, 2, 3]
+    assert 'Resuming' not in identity_run['err']
+
+    pngs = frame_pngs(out)
+    assert [p.name for p in pngs] == [f'frame_{i:05d}.png' for i in range(NUM_FRAMES)]
+    for p in pngs:
+        assert image_io.load_image(p).shape == (RESOLUTION, RESOLUTION, 3)
+
+    latents = identity_run['latents']
+    assert latents.shape == (NUM_FRAMES, NUM_WS, W_DIM) and latents.dtype == np.float32
+    assert np.isfinite(latents).all()
+    for i in range(NUM_FRAMES):
+        np.testing.assert_array_equal(load_npz(out / 'frames' / f'frame_{i:05d}.npz')['w'][0], latents[i])
+    # Frames are warm-started and optimized: neighbouring latents differ, but not wildly.
+    assert all(not np.array_equal(latents[i], latents[i + 1]) for i in range(NUM_FRAMES - 1))
+
+    # --subframes 1: T + (T - 1) frames at twice the folder's default 30 fps.
+    n, fps, shape = identity_run['animation']
+    assert n == NUM_FRAMES + (NUM_FRAMES - 1) * 1
+    assert fps == pytest.approx(60.0)
+    assert shape == (RESOLUTION, RESOLUTION, 3)
+    n, fps, shape = identity_run['side_by_side']
+    assert n == NUM_FRAMES and fps == pytest.approx(30.0)
+    assert shape == (RESOLUTION, 3 * RESOLUTION, 3)  # look | driving with landmarks | result
+
+
+def test_identity_run_report(identity_run):
+    report = identity_run['report']
+    assert report['command'] == 'projector_video'
+    assert report['num_frames'] == NUM_FRAMES and report['resumed_after'] == 0
+    assert report['output_fps'] == pytest.approx(60.0)
+    assert report['settings']['mode'] == 'identity' and report['settings']['subframes'] == 1
+    assert report['generator'] == dict(resolution=RESOLUTION, num_ws=NUM_WS, w_dim=W_DIM)
+    frames = report['frames']
+    assert [f['frame'] for f in frames] == list(range(NUM_FRAMES))
+    for i, f in enumerate(frames):
+        assert np.isfinite(f['landmark_error']) and f['landmark_error'] >= 0
+        losses = f['losses']
+        assert {'lpips', 'landmark', 'total'} <= set(losses)
+        assert 'fidelity' not in losses  # identity mode has no fidelity term
+        assert ('smoothness' in losses) == (i > 0)  # frame 0 has no previous latent
+        assert ('noise_reg' in losses) == (i == 0)  # only frame 0 optimizes the noise maps
+        assert all(np.isfinite(v) for v in losses.values())
+    timings = report['timings']
+    assert {'load_networks', 'align', 'optimize', 'assemble', 'total'} <= set(timings)
+    assert all(v >= 0 for v in timings.values())
+
+
+def test_identity_run_schedule_and_noise(identity_run):
+    projects = identity_run['projects']
+    assert len(projects) == NUM_FRAMES
+    first, later = projects[0], projects[1:]
+    # Frame 0: from w_avg, --num-steps-first steps, noise maps optimized from a fresh start.
+    assert first['w_init'] is None and first['noise_init'] is None and first['optimize_noise']
+    assert first['num_steps'] == 2
+    noise = load_npz(identity_run['outdir'] / 'state' / 'noise.npz')
+    saved = [noise[f'n{i}'] for i in range(len(noise))]
+    latents = identity_run['latents']
+    for i, call in enumerate(later, start=1):
+        # Later frames: warm start at the previous latent, frame 0's noise maps kept fixed.
+        assert not call['optimize_noise'] and call['num_steps'] == 2
+        np.testing.assert_array_equal(call['w_init'].reshape(NUM_WS, W_DIM), latents[i - 1])
+        assert len(call['noise_init']) == len(saved)
+        for a, b in zip(call['noise_init'], saved):
+            np.testing.assert_array_equal(a, b)
+    # The optimized maps are renormalized (zero mean, unit variance).
+    for n in saved:
+        assert abs(float(n.mean())) < 1e-4 and float(n.std()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_driving_folder_uses_natural_sort_order(identity_run, inputs):
+    driving = sorted((identity_run['outdir'] / 'driving').glob('frame_*.png'))
+    assert len(driving) == NUM_FRAMES
+    # --no-align with 32x32 frames: the driving frames are the files, unchanged, in natural order.
+    for path, frame in zip(driving, inputs['frames']):
+        np.testing.assert_array_equal(image_io.load_image(path), frame)
+
+
+@pytest.mark.parametrize('subframes', [0, 3])
+def test_subframes_reassemble_without_optimizing(identity_run, identity_args, subframes, monkeypatch):
+    out = identity_run['outdir']
+    rec = Recorder(monkeypatch)
+    code, err = invoke(with_option(identity_args, '--subframes', subframes) + ['--outdir', out])
+    assert code == 0, err
+    assert rec.indices == []  # --subframes is not part of the run's settings: every frame is done
+    assert 'resuming' in err.lower()
+    n, fps, _ = video_info(out / 'animation.mp4')
+    assert n == NUM_FRAMES + (NUM_FRAMES - 1) * subframes
+    assert fps == pytest.approx(30.0 * (subframes + 1))
+    n, fps, _ = video_info(out / 'side_by_side.mp4')
+    assert n == NUM_FRAMES and fps == pytest.approx(30.0)
+    assert len(frame_pngs(out)) == NUM_FRAMES
+    np.testing.assert_array_equal(load_npz(out / 'latents.npz')['w'], identity_run['latents'])
+    report = read_report(out)
+    assert report['resumed_after'] == NUM_FRAMES and report['output_fps'] == pytest.approx(30.0 * (subframes + 1))
+    assert len(report['frames']) == NUM_FRAMES
+
+
+# ----------------------------------------------------------------------------
+# Resume.
+
+def test_interrupted_run_resumes_to_the_same_result(identity_run, identity_args, tmp_path, monkeypatch):
+    out = tmp_path / 'anim'
+    args = identity_args + ['--outdir', out]
+
+    with monkeypatch.context() as mp:
+        rec = Recorder(mp, stop_at=2)
+        code, err = invoke(args)
+    assert code == 130, err
+    assert 'Traceback' not in err and 'interrupted' in err
+    assert rec.indices == [0, 1]
+    assert [p.name for p in frame_pngs(out)] == ['frame_00000.png', 'frame_00001.png']
+    assert sorted(p.name for p in (out / 'frames').glob('*.npz')) == ['frame_00000.npz', 'frame_00001.npz']
+    assert not (out / 'animation.mp4').exists() and not (out / 'latents.npz').exists()
+    assert not (out / 'report.json').exists()
+    assert not [p for p in out.rglob('.*') if p.is_file() and not p.name.startswith('.write-test')]
+    noise_bytes = (out / 'state' / 'noise.npz').read_bytes()
+
+    with monkeypatch.context() as mp:
+        rec = Recorder(mp)
+        code, err = invoke(args)
+    assert code == 0, err
+    assert rec.indices == [2, 3]
+    assert 'resuming' in err.lower()
+    assert (out / 'state' / 'noise.npz').read_bytes() == noise_bytes  # frame 0's noise maps are kept
+    assert read_report(out)['resumed_after'] == 2
+
+    # Same latents and images as the uninterrupted run.
+    a = identity_run['outdir']
+    np.testing.assert_allclose(load_npz(out / 'latents.npz')['w'], load_npz(a / 'latents.npz')['w'], rtol=0, atol=1e-6)
+    assert len(frame_pngs(out)) == NUM_FRAMES
+    for pa, pb in zip(frame_pngs(a), frame_pngs(out)):
+        np.testing.assert_array_equal(image_io.load_image(pb), image_io.load_image(pa))
+    na, nb = load_npz(a / 'state' / 'noise.npz'), load_npz(out / 'state' / 'noise.npz')
+    for key in na:
+        np.testing.assert_array_equal(na[key], nb[key])
+    assert video_info(out / 'animation.mp4')[0] == NUM_FRAMES + NUM_FRAMES - 1
+
+
+def test_changed_settings_refuse_to_resume_and_no_resume_starts_over(identity_run, identity_args, tmp_path,
+                                                                     monkeypatch):
+    out = tmp_path / 'anim'
+    shutil.copytree(identity_run['outdir'], out)
+    before = {p.name: p.read_bytes() for p in (out / 'frames').iterdir()}
+    changed = with_option(identity_args, '--landmark_weight', 0.2) + ['--outdir', out]
+
+    rec = Recorder(monkeypatch)
+    code, err = invoke(changed)
+    assert code == 2
+    assert_one_error_line(err, '--no-resume', str(out), 'landmark_weight')
+    assert rec.indices == []
+    assert {p.name: p.read_bytes() for p in (out / 'frames').iterdir()} == before  # nothing touched
+    assert (out / 'state' / 'run.json').read_bytes() == (identity_run['outdir'] / 'state' / 'run.json').read_bytes()
+
+    # --no-resume: the finished frames are discarded and the work starts again at frame 0. (The
+    # run is stopped as frame 0 begins, so this costs no optimization; a full fresh run is
+    # covered by the other tests.)
+    rec.stop_at = 0
+    code, err = invoke(changed + ['--no-resume'])
+    assert code == 130, err
+    assert rec.attempted == [0]
+    assert 'resuming' not in err.lower()
+    assert list((out / 'frames').iterdir()) == []
+    assert len(list((out / 'driving').glob('frame_*.png'))) == NUM_FRAMES  # re-made for the new run
+    run_json = json.loads((out / 'state' / 'run.json').read_text())
+    assert run_json['landmark_weight'] == pytest.approx(0.2)
+
+    # The new settings are now the directory's settings: the old ones are refused in turn.
+    rec.stop_at = None
+    code, err = invoke(identity_args + ['--outdir', out])
+    assert code == 2
+    assert_one_error_line(err, '--no-resume')
+    assert rec.attempted == [0]
+
+
+def test_negative_fps_is_a_user_error(identity_run, identity_args, tmp_path):
+    out = tmp_path / 'anim'
+    shutil.copytree(identity_run['outdir'], out)  # every frame done: only the videos would be made
+    code, err = invoke(identity_args + ['--fps', -5, '--outdir', out])
+    assert code == 2
+    assert_one_error_line(err, '--fps')
+
+
+# ----------------------------------------------------------------------------
+# A driving video, aligned.
+
+def test_video_with_alignment(net_args, inputs, tmp_path, monkeypatch):
+    out = tmp_path / 'anim'
+    rec = Recorder(monkeypatch)
+    code, err = invoke(net_args + ['--mode', 'free', '--driving', inputs['video'], '--align', '--subframes', 3,
+                                   '--num-steps-first', 1, '--num-steps', 1, '--outdir', out])
+    assert code == 0, err
+    assert rec.indices == [0, 1, 2, 3]
+    driving = sorted((out / 'driving').glob('frame_*.png'))
+    assert len(driving) == NUM_FRAMES
+    for p in driving:
+        assert image_io.load_image(p).shape == (RESOLUTION, RESOLUTION, 3)
+    # The video's own frame rate (10 fps), times subframes + 1.
+    n, fps, _ = video_info(out / 'animation.mp4')
+    assert n == NUM_FRAMES + (NUM_FRAMES - 1) * 3 and fps == pytest.approx(4.0 * VIDEO_FPS)
+    n, fps, shape = video_info(out / 'side_by_side.mp4')
+    assert n == NUM_FRAMES and fps == pytest.approx(float(VIDEO_FPS))
+    assert shape == (RESOLUTION, 2 * RESOLUTION, 3)  # driving with landmarks | result: no look panel
+    assert load_npz(out / 'latents.npz')['w'].shape == (NUM_FRAMES, NUM_WS, W_DIM)
+    assert len(frame_pngs(out)) == NUM_FRAMES
+    report = read_report(out)
+    assert report['settings']['fps'] == pytest.approx(VIDEO_FPS) and report['settings']['align'] is True
+    assert report['output_fps'] == pytest.approx(4.0 * VIDEO_FPS)
+    assert report['settings']['mode'] == 'free'
+    assert len(report['frames']) == NUM_FRAMES and 'timings' in report
+    for i, f in enumerate(report['frames']):
+        losses = f['losses']
+        assert 'lpips' not in losses  # free mode has no look
+        assert {'landmark', 'fidelity', 'total'} <= set(losses)
+        assert ('smoothness' in losses) == (i > 0)
+        assert np.isfinite(f['landmark_error'])
+
+
+# ----------------------------------------------------------------------------
+# Bad input: one line, exit status 2, before anything is loaded or written.
+
+@pytest.mark.parametrize('case, needles', [
+    ('neither', ['--target_landmarks_folder', '--driving']),
+    ('both', ['--target_landmarks_folder', '--driving']),
+    ('no_look', ['--target_look']),
+    ('missing_look', ['--target_look', 'not found']),
+    ('empty_folder', ['--target_landmarks_folder', 'no images']),
+    ('missing_folder', ['--target_landmarks_folder']),
+    ('missing_video', ['--driving', 'not found']),
+    ('not_a_video', ['--driving']),
+    ('zero_steps', ['--num-steps']),
+    ('zero_steps_first', ['--num-steps-first']),
+    ('negative_weight', ['smoothness_weight']),
+    ('bad_group_weights', ['--landmark_weights']),
+    ('negative_subframes', ['--subframes']),
+])
+def test_bad_input(case, needles, net_args, inputs, tmp_path):
+    out = tmp_path / 'anim'
+    folder, video, look = inputs['folder'], inputs['video'], inputs['look']
+    args = {
+        'neither': ['--target_look', look],
+        'both': ['--target_look', look, '--target_landmarks_folder', folder, '--driving', video],
+        'no_look': ['--target_landmarks_folder', folder],
+        'missing_look': ['--target_look', tmp_path / 'nope.png', '--target_landmarks_folder', folder],
+        'empty_folder': ['--mode', 'free', '--target_landmarks_folder', inputs['empty']],
+        'missing_folder': ['--mode', 'free', '--target_landmarks_folder', tmp_path / 'no_such_dir'],
+        'missing_video': ['--mode', 'free', '--driving', tmp_path / 'missing.mp4'],
+        'not_a_video': ['--mode', 'free', '--driving', look.parent / 'driving_frames' / 'notes.txt'],
+        'zero_steps': ['--target_look', look, '--target_landmarks_folder', folder, '--num-steps', 0],
+        'zero_steps_first': ['--mode', 'free', '--driving', video, '--num-steps-first', 0],
+        'negative_weight': ['--mode', 'free', '--driving', video, '--smoothness_weight', -1],
+        'bad_group_weights': ['--mode', 'free', '--driving', video, '--landmark_weights', '1,2,3'],
+        'negative_subframes': ['--mode', 'free', '--driving', video, '--subframes', -1],
+    }[case]
+    code, err = invoke(net_args + args + ['--outdir', out])
+    assert code == 2
+    assert_one_error_line(err, *needles)
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------
+# Objective terms and frame_objective.
+
+def test_smoothness_and_fidelity_terms_match_direct_computation():
+    gen = torch.Generator().manual_seed(0)
+    ws = torch.randn([1, NUM_WS, W_DIM], generator=gen)
+    prev = torch.randn([1, NUM_WS, W_DIM], generator=gen)
+    w_avg = torch.randn([1, 1, W_DIM], generator=gen)
+    torch.testing.assert_close(smoothness_term(ws, prev), torch.linalg.norm((ws - prev).flatten()))
+    direct = torch.sqrt(((ws - w_avg.expand(1, NUM_WS, W_DIM)) ** 2).sum())
+    torch.testing.assert_close(fidelity_term(ws, w_avg), direct)
+    assert float(smoothness_term(ws, ws)) == 0.0
+    # Gradients flow to ws.
+    ws.requires_grad_(True)
+    (smoothness_term(ws, prev) + fidelity_term(ws, w_avg)).backward()
+    assert ws.grad is not None and torch.isfinite(ws.grad).all()
+
+
+class StubPerceptual(torch.nn.Module):
+    def forward(self, image):
+        return image.mean(dim=(1, 2, 3)) + 2.0  # [N]
+
+
+class StubLandmarks:
+    def __call__(self, image):
+        return image.abs().mean(dim=(1, 2, 3)) + 3.0  # [N]
+
+
+class StubD(torch.nn.Module):
+    c_dim = 0
+
+    def forward(self, image, c):
+        return image.mean(dim=(1, 2, 3))[:, None]
+
+
+@pytest.mark.parametrize('mode', ['identity', 'free'])
+@pytest.mark.parametrize('with_prev', [False, True])
+def test_frame_objective_terms(mode, with_prev):
+    gen = torch.Generator().manual_seed(1)
+    image = torch.rand([1, 3, RESOLUTION, RESOLUTION], generator=gen) * 2 - 1
+    ws = torch.randn([1, NUM_WS, W_DIM], generator=gen)
+    w_prev = torch.randn([1, NUM_WS, W_DIM], generator=gen) if with_prev else None
+    w_avg = torch.randn([1, 1, W_DIM], generator=gen)
+    settings = projector_video.AnimationSettings(mode=mode, lpips_weight=0.7, landmark_weight=0.3,
+                                                 smoothness_weight=0.05, fidelity_weight=0.2)
+    nets = Networks(G=None, perceptual=StubPerceptual())
+    terms = projector_video.frame_objective(nets, settings, StubLandmarks(), w_prev, w_avg)(image, ws)
+
+    expected = {'landmark': 0.3 * (image.abs().mean() + 3.0)}
+    if mode == 'identity':
+        expected['lpips'] = 0.7 * (image.mean() + 2.0)
+    if with_prev:
+        expected['smoothness'] = 0.05 * torch.linalg.norm((ws - w_prev).flatten())
+    if mode == 'free':
+        expected['fidelity'] = 0.2 * torch.linalg.norm((ws - w_avg).flatten())
+    assert set(terms) == set(expected)
+    for name, value in expected.items():
+        assert terms[name].ndim == 0
+        torch.testing.assert_close(terms[name], value)
+
+
+def test_frame_objective_zero_weights_and_realism():
+    image = torch.zeros([1, 3, RESOLUTION, RESOLUTION]) + 0.5
+    ws, w_prev, w_avg = torch.ones([1, NUM_WS, W_DIM]), torch.zeros([1, NUM_WS, W_DIM]), torch.zeros([1, 1, W_DIM])
+    settings = projector_video.AnimationSettings(mode='free', smoothness_weight=0.0, fidelity_weight=0.0, d_weight=0.5)
+    nets = Networks(G=None, D=StubD())
+    terms = projector_video.frame_objective(nets, settings, StubLandmarks(), w_prev, w_avg)(image, ws)
+    assert set(terms) == {'landmark', 'realism'}
+    torch.testing.assert_close(terms['realism'], 0.5 * torch.nn.functional.softplus(torch.tensor(-0.5)))
+
+
+def test_frame_objective_on_real_networks(tiny_G, fan_weights, vgg_weights):
+    """The real LPIPS and heat-map losses give finite scalar terms with gradients to the image."""
+    from landmark_loss import LandmarkLoss, load_fan
+    from perceptual import PerceptualLoss
+    fan = load_fan(fan_weights, 'cpu')
+    perceptual = PerceptualLoss(vgg_weights, 'cpu')
+    target = image_io.to_tensor(render(tiny_G, 5))
+    perceptual.set_target(image_io.to_tensor(render(tiny_G, 6)))
+    landmarks = LandmarkLoss(fan, target)
+    nets = Networks(G=tiny_G, fan=fan, perceptual=perceptual)
+    ws = torch.randn([1, NUM_WS, W_DIM])
+    image = image_io.to_tensor(render(tiny_G, 7)).requires_grad_(True)
+    settings = projector_video.AnimationSettings(mode='identity')
+    terms = projector_video.frame_objective(nets, settings, landmarks, ws + 0.1, torch.zeros([1, 1, W_DIM]))(image, ws)
+    assert set(terms) == {'lpips', 'landmark', 'smoothness'}
+    assert all(v.ndim == 0 and torch.isfinite(v) for v in terms.values())
+    sum(terms.values()).backward()
+    assert image.grad is not None and torch.isfinite(image.grad).all() and image.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------
+# interpolate_latents.
+
+@pytest.mark.parametrize('subframes', [0, 1, 3])
+def test_interpolate_latents(subframes):
+    rng = np.random.RandomState(subframes)
+    latents = rng.randn(NUM_FRAMES, NUM_WS, W_DIM)
+    out = projector_video.interpolate_latents(latents, subframes)
+    assert out.shape == (NUM_FRAMES + (NUM_FRAMES - 1) * subframes, NUM_WS, W_DIM)
+    step = subframes + 1
+    # Key frames are the latents themselves.
+    np.testing.assert_array_equal(out[::step], latents)
+    # In between: evenly spaced points on the straight line.
+    for i in range(NUM_FRAMES - 1):
+        for j in range(1, subframes + 1):
+            t = j / step
+            np.testing.assert_allclose(out[i * step + j], (1 - t) * latents[i] + t * latents[i + 1], atol=1e-12)
+    if subframes == 1:
+        np.testing.assert_allclose(out[1], (latents[0] + latents[1]) / 2, atol=1e-12)
+    if subframes == 3:
+        np.testing.assert_allclose(out[2], (latents[0] + latents[1]) / 2, atol=1e-12)  # the midpoint
+        np.testing.assert_allclose(out[5], 0.75 * latents[1] + 0.25 * latents[2], atol=1e-12)
+
+
+def test_interpolate_latents_single_frame():
+    latents = np.ones([1, NUM_WS, W_DIM])
+    for subframes in (0, 1, 3):
+        np.testing.assert_array_equal(projector_video.interpolate_latents(latents, subframes), latents)
