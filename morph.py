@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import platform
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import click
 import numpy as np
@@ -213,7 +213,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, input_a, input_b, method
         environment=dict(python=platform.python_version(), torch=torch.__version__),
     )
     image_io.save_json(out / 'report.json', report)
-    click.echo(f'PPL: ' + ', '.join(f'{m} {v:.4g}' for m, v in ppl.items()) + f'; outputs in {out}', err=True)
+    click.echo('PPL: ' + ', '.join(f'{m} {v:.4g}' for m, v in ppl.items()) + f'; outputs in {out}', err=True)
 
 
 if __name__ == '__main__':

@@ -4,8 +4,8 @@
 
 Command line: ``python projector.py --help``. Python::
 
-    from projector import project_look_and_landmarks
-    result = project_look_and_landmarks(nets, look, target, landmark_weight=0.05)
+    nets = loaders.load_networks('ffhq.pkl', device)
+    projection = LandmarkProjector(nets, look, target, landmark_weight=0.05).run(ProjectionSettings())
 """
 
 from __future__ import annotations
