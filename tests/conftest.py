@@ -1,9 +1,11 @@
-"""Shared test fixtures: the tiny generator, random FAN/VGG weight files, images rendered by G.
+"""Shared test fixtures: the tiny generator, random FAN/VGG weight files, images rendered by G;
+torch on one thread (``one_thread``) and an offline ``torch.hub`` (``offline_hub``).
 
 Nothing here downloads anything: FAN and VGG16 get random weights, saved to temporary files
 and passed with --fan-weights / --vgg-weights exactly as an offline user would.
 """
 
+import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,42 @@ import torch
 
 DATA = Path(__file__).parent / 'data'
 TINY_PKL = DATA / 'tiny-skip.pkl'
+
+
+@pytest.fixture(scope='module')
+def one_thread():
+    """Torch on one thread while the module runs: ``pytestmark = pytest.mark.usefixtures('one_thread')``.
+
+    The tensors and networks of the tests are small, and several test processes may share few cores:
+    intra-op threads then wait on each other and make the runs many times slower.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def offline_hub(monkeypatch):
+    """No network: ``torch.hub.load_state_dict_from_url`` raises ``URLError``.
+
+    Returns the list of URLs asked for, in order.
+    """
+    calls = []
+
+    def offline(url, *args, **kwargs):
+        calls.append(url)
+        raise urllib.error.URLError('offline')
+
+    monkeypatch.setattr(torch.hub, 'load_state_dict_from_url', offline)
+    return calls
+
+
+def one_line_message(excinfo) -> str:
+    """The message of the exception in ``excinfo``, checked to be one non-empty line."""
+    msg = str(excinfo.value)
+    assert msg and '\n' not in msg
+    return msg
 
 
 @pytest.fixture(scope='session')

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 import image_io
+from cli_helpers import read_video
 from dnnlib.util import UserError
 
 
@@ -282,15 +283,6 @@ def test_atomic_path_success(tmp_path):
 # ----------------------------------------------------------------------------
 # VideoWriter.
 
-def _read_video(path):
-    import imageio.v2 as imageio
-    reader = imageio.get_reader(str(path), format='FFMPEG')
-    try:
-        return [np.asarray(f) for f in reader]
-    finally:
-        reader.close()
-
-
 def _frames(n, h, w):
     frames = []
     for i in range(n):
@@ -309,7 +301,7 @@ def test_video_writer(tmp_path):
         assert video.num_frames == 7
     assert os.listdir(tmp_path) == ['proj.mp4']
     _check_mode(path)
-    frames = _read_video(path)
+    frames = read_video(path)
     assert len(frames) == 7
     assert frames[0].shape == (32, 48, 3)
     # Content survives (lossy): bright on the left of the last frame, dark on the right.
@@ -322,7 +314,7 @@ def test_video_writer_odd_size_padded(tmp_path):
     for f in _frames(3, 33, 35):
         video.append(f)
     video.close()
-    frames = _read_video(path)
+    frames = read_video(path)
     assert len(frames) == 3
     assert frames[0].shape == (34, 36, 3)
     assert os.listdir(tmp_path) == ['odd.mp4']

@@ -3,8 +3,6 @@
 FAN gets the random 1-hourglass weights of the ``fan_weights`` fixture: nothing is downloaded.
 """
 
-import urllib.error
-
 import numpy as np
 import pytest
 import torch
@@ -12,28 +10,16 @@ import torch.nn.functional as F
 
 import image_io
 import landmark_loss as ll
-from conftest import render
+from conftest import one_line_message, render
 from dnnlib.util import UserError
 
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    # FAN runs on 256x256 crops; several test processes share few cores, so one thread each.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# FAN runs on 256x256 crops; several test processes share few cores, so one thread each.
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')
 def fan(fan_weights):
     return ll.load_fan(fan_weights)
-
-
-def _one_line_user_error(excinfo):
-    msg = str(excinfo.value)
-    assert msg and '\n' not in msg
-    return msg
 
 
 # ----------------------------------------------------------------------------
@@ -93,13 +79,13 @@ def test_parse_group_weights_ok():
 def test_parse_group_weights_errors(text):
     with pytest.raises(UserError) as excinfo:
         ll.parse_group_weights(text)
-    _one_line_user_error(excinfo)
+    one_line_message(excinfo)
 
 
 def test_parse_group_weights_count_message_names_groups():
     with pytest.raises(UserError, match='9') as excinfo:
         ll.parse_group_weights('1,2,3')
-    assert 'jaw' in _one_line_user_error(excinfo)
+    assert 'jaw' in one_line_message(excinfo)
 
 
 # ----------------------------------------------------------------------------
@@ -344,7 +330,7 @@ def test_load_fan_missing_file(tmp_path):
     missing = tmp_path / 'nope.pth'
     with pytest.raises(UserError) as excinfo:
         ll.load_fan(str(missing))
-    msg = _one_line_user_error(excinfo)
+    msg = one_line_message(excinfo)
     assert str(missing) in msg and '--fan-weights' in msg
 
 
@@ -353,13 +339,13 @@ def test_load_fan_not_a_state_dict(tmp_path):
     text.write_text('this is not a checkpoint\n')
     with pytest.raises(UserError) as excinfo:
         ll.load_fan(str(text))
-    assert str(text) in _one_line_user_error(excinfo)
+    assert str(text) in one_line_message(excinfo)
     # A pickle that weights_only loading accepts, but not a dict of tensors.
     odd = tmp_path / 'list.pth'
     torch.save([torch.zeros(3)], odd)
     with pytest.raises(UserError) as excinfo:
         ll.load_fan(str(odd))
-    _one_line_user_error(excinfo)
+    one_line_message(excinfo)
 
 
 def test_load_fan_wrong_state_dict(tmp_path, fan_weights):
@@ -367,7 +353,7 @@ def test_load_fan_wrong_state_dict(tmp_path, fan_weights):
     torch.save(torch.nn.Linear(3, 4).state_dict(), other)
     with pytest.raises(UserError) as excinfo:
         ll.load_fan(str(other))
-    assert str(other) in _one_line_user_error(excinfo)
+    assert str(other) in one_line_message(excinfo)
 
     state = torch.load(fan_weights, weights_only=True)
     state['conv1.weight'] = torch.zeros(5, 5)
@@ -375,7 +361,7 @@ def test_load_fan_wrong_state_dict(tmp_path, fan_weights):
     torch.save(state, broken)
     with pytest.raises(UserError) as excinfo:
         ll.load_fan(str(broken))
-    _one_line_user_error(excinfo)
+    one_line_message(excinfo)
 
     state = torch.load(fan_weights, weights_only=True)
     del state['l0.weight']
@@ -383,23 +369,16 @@ def test_load_fan_wrong_state_dict(tmp_path, fan_weights):
     torch.save(state, incomplete)
     with pytest.raises(UserError) as excinfo:
         ll.load_fan(str(incomplete))
-    _one_line_user_error(excinfo)
+    one_line_message(excinfo)
 
 
-def test_load_fan_offline_without_file(monkeypatch):
-    calls = []
-
-    def offline(url, *args, **kwargs):
-        calls.append(url)
-        raise urllib.error.URLError('offline')
-
-    monkeypatch.setattr(torch.hub, 'load_state_dict_from_url', offline)
+def test_load_fan_offline_without_file(offline_hub):
     with pytest.raises(UserError) as excinfo:
         ll.load_fan(None)
-    msg = _one_line_user_error(excinfo)
+    msg = one_line_message(excinfo)
     assert ll.FAN_URL in msg
     assert '--fan-weights' in msg
-    assert calls == [ll.FAN_URL]
+    assert offline_hub == [ll.FAN_URL]
 
 
 # ----------------------------------------------------------------------------

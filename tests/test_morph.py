@@ -8,7 +8,6 @@ projection cache never touches the home folder. The networks are loaded by the r
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,9 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
-import cli_common
 import mixing
 import morph
+from cli_helpers import (assert_nothing_written, assert_one_error_line, invoke, read_json, read_npz, read_video,
+                         run_command)
 
 RES, NUM_WS, W_DIM = 32, 8, 32
 METHODS = ('linear', 'style', 'attribute')
@@ -56,20 +56,6 @@ def _use_env(env, monkeypatch):
     monkeypatch.setenv('DNNLIB_CACHE_DIR', str(env.cache))
 
 
-def run_morph(args):
-    """Run the command in-process; return its exit code."""
-    with pytest.raises(SystemExit) as exc_info:
-        cli_common.run(morph.main, [str(a) for a in args])
-    return exc_info.value.code
-
-
-def invoke(args, capsys):
-    """Run the command in-process; return (exit code, stderr)."""
-    capsys.readouterr()
-    code = run_morph(args)
-    return code, capsys.readouterr().err
-
-
 def base_args(tiny_pkl, vgg_weights, a, b, outdir):
     return ['--network', tiny_pkl, '--device', 'cpu', '--vgg-weights', vgg_weights, '--a', a, '--b', b,
             '--outdir', outdir]
@@ -86,37 +72,6 @@ def read_png(path: Path) -> np.ndarray:
         img.load()
         assert img.mode == 'RGB'
         return np.asarray(img)
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text(encoding='utf-8'))
-
-
-def read_npz(path: Path) -> dict:
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
-
-
-def read_video(path: Path):
-    import imageio.v2 as imageio
-    reader = imageio.get_reader(str(path), format='FFMPEG')
-    try:
-        return [np.asarray(frame) for frame in reader]
-    finally:
-        reader.close()
-
-
-def assert_one_error_line(err: str, *needles: str):
-    assert 'Traceback' not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, f'expected one line on stderr, got {lines!r}'
-    assert lines[0].startswith('error:'), lines[0]
-    for needle in needles:
-        assert needle.lower() in lines[0].lower(), f'{needle!r} not in {lines[0]!r}'
-
-
-def assert_nothing_written(outdir: Path):
-    assert not outdir.exists() or not any(outdir.iterdir()), sorted(p.name for p in outdir.iterdir())
 
 
 def mapped_latent(G, seed: int) -> np.ndarray:
@@ -143,7 +98,7 @@ def full_run(env, tiny_pkl, vgg_weights, face_images, tmp_path_factory):
     outdir = tmp_path_factory.mktemp('morph-all') / 'out'
     args = base_args(tiny_pkl, vgg_weights, face_images[0], face_images[1], outdir) + [
         '--method', 'all', '--num-steps', 5, '--steps', 4, '--ppl-samples', 2]
-    code = run_morph(args)
+    code = run_command(morph.main, args)
     return SimpleNamespace(code=code, outdir=outdir, args=args)
 
 
@@ -243,7 +198,7 @@ def test_projection_cache_reused(full_run, env, tmp_path, monkeypatch):
     args[args.index('--method') + 1] = 'linear'
     args[args.index('--steps') + 1] = '2'
     args[args.index('--ppl-samples') + 1] = '1'
-    assert run_morph(args) == 0
+    assert run_command(morph.main, args) == 0
 
     first = read_json(full_run.outdir / 'report.json')
     second = read_json(outdir / 'report.json')
@@ -265,7 +220,7 @@ def test_projection_cache_depends_on_settings(full_run, env, tiny_pkl, vgg_weigh
     before = set((env.cache / 'projections').glob('*.npz'))
     outdir = tmp_path / 'other-steps'
     args = quick_args(tiny_pkl, vgg_weights, face_images[0], face_images[0], outdir)  # num-steps 1
-    assert run_morph(args) == 0
+    assert run_command(morph.main, args) == 0
     report = read_json(outdir / 'report.json')
     assert report['inputs']['--a']['cached'] is False
     # --b is the same image with the same settings: projected once by --a, then found in the cache.
@@ -283,7 +238,7 @@ def test_linear_degree_ends_reproduce_latents(degree, which, latent_files, tiny_
     outdir = tmp_path / 'out'
     args = base_args(tiny_pkl, vgg_weights, latent_files.a, latent_files.b, outdir) + [
         '--method', 'linear', '--degree', degree, '--steps', 2, '--ppl-samples', 1]
-    assert run_morph(args) == 0
+    assert run_command(morph.main, args) == 0
     w = {'a': latent_files.wa, 'b': latent_files.wb}[which][0]
     np.testing.assert_array_equal(read_png(outdir / 'morph.png'), morph.synthesize(tiny_G, w))
     lat = read_npz(outdir / 'latents.npz')
@@ -309,7 +264,7 @@ def test_style_crossover_at_num_ws_is_linear(latent_files, tiny_pkl, vgg_weights
     outdir = tmp_path / 'out'
     args = base_args(tiny_pkl, vgg_weights, squeezed, latent_files.b, outdir) + [
         '--method', 'style', '--crossover', NUM_WS, '--degree', 1, '--steps', 2, '--ppl-samples', 1]
-    assert run_morph(args) == 0
+    assert run_command(morph.main, args) == 0
     np.testing.assert_array_equal(read_png(outdir / 'morph.png'), morph.synthesize(tiny_G, latent_files.wa[0]))
     np.testing.assert_array_equal(read_npz(outdir / 'latents.npz')['a'], latent_files.wa)
     assert read_json(outdir / 'report.json')['crossover_used'] == {'style': NUM_WS}
@@ -340,33 +295,33 @@ def bad_npz(folder: Path, kind: str) -> Path:
     ('nokey', ['--b', '"w"']),
     ('garbage', ['--b', 'npz']),
 ])
-def test_bad_latent_file(kind, needles, latent_files, tiny_pkl, vgg_weights, tmp_path, capsys):
+def test_bad_latent_file(kind, needles, latent_files, tiny_pkl, vgg_weights, tmp_path):
     path = bad_npz(tmp_path, kind)
     outdir = tmp_path / 'out'
-    code, err = invoke(base_args(tiny_pkl, vgg_weights, latent_files.a, path, outdir) + ['--steps', 2], capsys)
+    code, _, err = invoke(morph.main, base_args(tiny_pkl, vgg_weights, latent_files.a, path, outdir) + ['--steps', 2])
     assert code == 2
     assert_one_error_line(err, str(path.name), *needles)
     assert_nothing_written(outdir)
 
 
-def test_missing_files(latent_files, face_images, tiny_pkl, vgg_weights, tmp_path, capsys):
+def test_missing_files(latent_files, face_images, tiny_pkl, vgg_weights, tmp_path):
     outdir = tmp_path / 'out'
     for missing in (tmp_path / 'nope.png', tmp_path / 'nope.npz'):
-        code, err = invoke(base_args(tiny_pkl, vgg_weights, missing, face_images[1], outdir), capsys)
+        code, _, err = invoke(morph.main, base_args(tiny_pkl, vgg_weights, missing, face_images[1], outdir))
         assert code == 2
         assert_one_error_line(err, '--a', 'not found', missing.name)
-        code, err = invoke(base_args(tiny_pkl, vgg_weights, latent_files.a, missing, outdir), capsys)
+        code, _, err = invoke(morph.main, base_args(tiny_pkl, vgg_weights, latent_files.a, missing, outdir))
         assert code == 2
         assert_one_error_line(err, '--b', 'not found', missing.name)
     assert_nothing_written(outdir)
 
 
-def test_not_an_image(face_images, tiny_pkl, vgg_weights, tmp_path, capsys):
+def test_not_an_image(face_images, tiny_pkl, vgg_weights, tmp_path):
     outdir = tmp_path / 'out'
     for name, content in (('notes.txt', b'hello\n'), ('fake.png', b'\x89PNG but not really')):
         path = tmp_path / name
         path.write_bytes(content)
-        code, err = invoke(base_args(tiny_pkl, vgg_weights, path, face_images[1], outdir), capsys)
+        code, _, err = invoke(morph.main, base_args(tiny_pkl, vgg_weights, path, face_images[1], outdir))
         assert code == 2
         assert_one_error_line(err, '--a', name)
     assert_nothing_written(outdir)
@@ -378,11 +333,11 @@ def test_not_an_image(face_images, tiny_pkl, vgg_weights, tmp_path, capsys):
     ('attribute', W_DIM + 1, 'crossover'),
     ('style', -1, 'crossover'),
 ])
-def test_crossover_out_of_range(method, crossover, needle, latent_files, tiny_pkl, vgg_weights, tmp_path, capsys):
+def test_crossover_out_of_range(method, crossover, needle, latent_files, tiny_pkl, vgg_weights, tmp_path):
     outdir = tmp_path / 'out'
     args = base_args(tiny_pkl, vgg_weights, latent_files.a, latent_files.b, outdir) + [
         '--method', method, '--crossover', crossover]
-    code, err = invoke(args, capsys)
+    code, _, err = invoke(morph.main, args)
     assert code == 2
     assert_one_error_line(err, needle)
     assert_nothing_written(outdir)
@@ -392,18 +347,18 @@ def test_crossover_out_of_range(method, crossover, needle, latent_files, tiny_pk
     ('--degree', 1.5), ('--degree', -0.1), ('--method', 'cubic'), ('--steps', 1), ('--num-steps', 0),
     ('--ppl-samples', 0),
 ])
-def test_bad_options(option, value, latent_files, tiny_pkl, vgg_weights, tmp_path, capsys):
+def test_bad_options(option, value, latent_files, tiny_pkl, vgg_weights, tmp_path):
     outdir = tmp_path / 'out'
     args = base_args(tiny_pkl, vgg_weights, latent_files.a, latent_files.b, outdir) + [option, value]
-    code, err = invoke(args, capsys)
+    code, _, err = invoke(morph.main, args)
     assert code == 2
     assert_one_error_line(err, option)
     assert_nothing_written(outdir)
 
 
-def test_missing_required_option(latent_files, tiny_pkl, vgg_weights, tmp_path, capsys):
+def test_missing_required_option(latent_files, tiny_pkl, vgg_weights, tmp_path):
     args = ['--network', tiny_pkl, '--device', 'cpu', '--vgg-weights', vgg_weights, '--a', latent_files.a,
             '--outdir', tmp_path / 'out']
-    code, err = invoke(args, capsys)
+    code, _, err = invoke(morph.main, args)
     assert code == 2
     assert_one_error_line(err, '--b')

@@ -21,13 +21,8 @@ ARCHITECTURES = ['orig', 'skip', 'resnet']
 RES = 16
 
 
-@pytest.fixture(scope='module', autouse=True)
-def _single_thread():
-    # These networks are tiny: thread start-up and contention cost far more than they save.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# These networks are tiny: thread start-up and contention cost far more than they save.
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def make_G(architecture='skip', c_dim=0, res=RES, seed=0):

@@ -24,13 +24,8 @@ from torch_utils.ops.upfirdn2d import downsample2d, filter2d, setup_filter, upfi
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _single_thread():
-    """The tensors here are tiny; intra-op threads only add overhead (a lot, on a busy machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# The tensors here are tiny; intra-op threads only add overhead (a lot, on a busy machine).
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _rng(seed=0):

@@ -19,13 +19,8 @@ import perceptual
 from conftest import render
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    # Small networks, many test processes on few cores: one thread is much faster than contention.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# Small networks, many test processes on few cores: one thread is much faster than contention.
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _latent(G, seed):

@@ -3,7 +3,6 @@
 The VGG16 backbone has the random weights of the ``vgg_weights`` fixture; nothing is downloaded.
 """
 
-import urllib.error
 import warnings
 
 import pytest
@@ -11,15 +10,10 @@ import torch
 import torch.nn.functional as F
 
 import perceptual
+from conftest import one_line_message
 from dnnlib.util import UserError
 
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')
@@ -120,17 +114,11 @@ def test_forward_needs_target(vgg_weights):
         fresh.distance(torch.zeros([1, 1, 32, 32]), torch.zeros([1, 1, 32, 32]))
 
 
-def _one_line(excinfo):
-    msg = str(excinfo.value)
-    assert msg and '\n' not in msg
-    return msg
-
-
 def test_missing_file(tmp_path):
     missing = tmp_path / 'vgg.pth'
     with pytest.raises(UserError) as excinfo:
         perceptual.PerceptualLoss(str(missing))
-    msg = _one_line(excinfo)
+    msg = one_line_message(excinfo)
     assert str(missing) in msg and '--vgg-weights' in msg
 
 
@@ -139,13 +127,13 @@ def test_not_a_vgg_state_dict(tmp_path, vgg_weights):
     text.write_text('hello\n')
     with pytest.raises(UserError) as excinfo:
         perceptual.PerceptualLoss(str(text))
-    assert str(text) in _one_line(excinfo)
+    assert str(text) in one_line_message(excinfo)
 
     other = tmp_path / 'linear.pth'
     torch.save(torch.nn.Linear(4, 2).state_dict(), other)
     with pytest.raises(UserError) as excinfo:
         perceptual.PerceptualLoss(str(other))
-    assert str(other) in _one_line(excinfo)
+    assert str(other) in one_line_message(excinfo)
 
     state = torch.load(vgg_weights, map_location='cpu', weights_only=True, mmap=True)
     state = {k: v for k, v in state.items() if k.startswith('features.')}
@@ -154,20 +142,13 @@ def test_not_a_vgg_state_dict(tmp_path, vgg_weights):
     torch.save(state, wrong)
     with pytest.raises(UserError) as excinfo:
         perceptual.PerceptualLoss(str(wrong))
-    _one_line(excinfo)
+    one_line_message(excinfo)
 
 
-def test_offline_without_file(monkeypatch):
-    calls = []
-
-    def offline(url, *args, **kwargs):
-        calls.append(url)
-        raise urllib.error.URLError('offline')
-
-    monkeypatch.setattr(torch.hub, 'load_state_dict_from_url', offline)
+def test_offline_without_file(offline_hub):
     with pytest.raises(UserError) as excinfo:
         perceptual.PerceptualLoss(None)
-    msg = _one_line(excinfo)
+    msg = one_line_message(excinfo)
     assert perceptual.VGG16_URL in msg
     assert '--vgg-weights' in msg
-    assert calls == [perceptual.VGG16_URL]
+    assert offline_hub == [perceptual.VGG16_URL]

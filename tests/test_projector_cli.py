@@ -7,9 +7,6 @@ re-importing torch; two tests start a real ``python projector.py`` process.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import os
 import socket
 import subprocess
@@ -21,39 +18,24 @@ import pytest
 import torch
 from PIL import Image
 
-import cli_common
 import projector
+from cli_helpers import assert_nothing_written, assert_one_error_line, invoke, read_json, read_video, with_option
 
 REPO = Path(__file__).resolve().parent.parent
 GROUPS = 9
 RESOLUTION, NUM_WS, W_DIM = 32, 8, 32
 
+# On a small machine shared with other work, torch's default of one thread per core makes the
+# runs here many times slower (threads wait on each other); one thread keeps them fast.
+pytestmark = pytest.mark.usefixtures('one_thread')
+
 
 # ----------------------------------------------------------------------------
 # Helpers.
 
-def invoke(args, capsys):
-    """Run the command in-process; return (exit code, stdout, stderr)."""
-    capsys.readouterr()  # drop anything printed before
-    with pytest.raises(SystemExit) as exc_info:
-        cli_common.run(projector.main, [str(a) for a in args])
-    captured = capsys.readouterr()
-    return exc_info.value.code, captured.out, captured.err
-
-
 def base_args(tiny_pkl, fan_weights, vgg_weights, look, landmarks, outdir, steps=2):
     return ['--network', tiny_pkl, '--device', 'cpu', '--fan-weights', fan_weights, '--vgg-weights', vgg_weights,
             '--target_look', look, '--target_landmarks', landmarks, '--outdir', outdir, '--num-steps', steps]
-
-
-def with_option(args, name, value):
-    """``args`` with option ``name`` set to ``value`` (replaced if present, else appended)."""
-    args = list(args)
-    if name in args:
-        args[args.index(name) + 1] = value
-    else:
-        args += [name, value]
-    return args
 
 
 def hidden_files(folder: Path):
@@ -71,40 +53,11 @@ def png_info(path: Path):
         return img.mode, img.size  # size is (width, height)
 
 
-def assert_one_error_line(err: str, *needles: str):
-    assert 'Traceback' not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, f'expected one line on stderr, got {lines!r}'
-    assert lines[0].startswith('error:'), lines[0]
-    for needle in needles:
-        assert needle.lower() in lines[0].lower(), f'{needle!r} not in {lines[0]!r}'
-
-
-def assert_nothing_written(outdir: Path):
-    if outdir.exists():
-        assert outdir.is_dir()
-        leftovers = sorted(p.name for p in outdir.rglob('*'))
-        assert leftovers == [], f'files left in the output folder: {leftovers}'
-
-
 def free_port() -> int:
     """A local TCP port on which nothing listens (bound then released)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope='module', autouse=True)
-def one_torch_thread():
-    """Run torch on one thread while this module runs.
-
-    On a small machine shared with other work, torch's default of one thread per core makes the
-    runs here many times slower (threads wait on each other); one thread keeps them fast.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def subprocess_env(tmp_path: Path) -> dict:
@@ -131,12 +84,8 @@ def e2e(tiny_pkl, fan_weights, vgg_weights, face_images, tmp_path_factory):
     argv = base_args(tiny_pkl, fan_weights, vgg_weights, look, landmarks, outdir, steps=E2E_STEPS)
     argv += ['--save_video', '1']
     argv = [str(a) for a in argv]
-    # capsys is function-scoped, so capture this module-scoped run's output by redirection.
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        with pytest.raises(SystemExit) as exc_info:
-            cli_common.run(projector.main, argv)
-    return dict(code=exc_info.value.code, err=err.getvalue(), outdir=outdir, argv=argv)
+    code, _, err = invoke(projector.main, argv)
+    return dict(code=code, err=err, outdir=outdir, argv=argv)
 
 
 def test_e2e_exit_status(e2e):
@@ -163,19 +112,14 @@ def test_e2e_latent_is_w(e2e):
 
 
 def test_e2e_video(e2e):
-    import imageio.v2 as imageio
-    reader = imageio.get_reader(str(e2e['outdir'] / 'proj.mp4'))
-    try:
-        frames = [np.asarray(frame) for frame in reader]
-    finally:
-        reader.close()
+    frames = read_video(e2e['outdir'] / 'proj.mp4')
     assert len(frames) == E2E_STEPS
     for frame in frames:
         assert frame.shape == (RESOLUTION, 4 * RESOLUTION, 3)  # look | proj | proj+landmarks | target
 
 
 def test_e2e_report(e2e):
-    report = json.loads((e2e['outdir'] / 'report.json').read_text(encoding='utf-8'))
+    report = read_json(e2e['outdir'] / 'report.json')
     for key in ('command', 'settings', 'optimizer', 'generator', 'face_box', 'final_losses', 'lpips_to_look',
                 'landmark_error', 'loss_first_step', 'loss_last_step', 'seconds_per_step', 'timings',
                 'environment'):
@@ -218,7 +162,7 @@ def test_e2e_report(e2e):
 
 
 def test_e2e_loss_fell(e2e):
-    report = json.loads((e2e['outdir'] / 'report.json').read_text(encoding='utf-8'))
+    report = read_json(e2e['outdir'] / 'report.json')
     assert report['loss_last_step'] < report['loss_first_step']
 
 
@@ -233,9 +177,9 @@ def test_e2e_no_temp_files(e2e):
 # ----------------------------------------------------------------------------
 # 2. W+ latents.
 
-def test_w_plus_run(args, tmp_path, capsys):
+def test_w_plus_run(args, tmp_path):
     argv = with_option(with_option(args, '--num-steps', 5), '--latent', 'w+')
-    code, _, err = invoke(argv, capsys)
+    code, _, err = invoke(projector.main, argv)
     assert code == 0, err
     out = tmp_path / 'out'
     w = load_w(out)
@@ -243,18 +187,18 @@ def test_w_plus_run(args, tmp_path, capsys):
     assert any(not np.array_equal(w[0, layer], w[0, 0]) for layer in range(1, NUM_WS))
     assert not (out / 'proj.mp4').exists()
     assert hidden_files(out) == []
-    assert json.loads((out / 'report.json').read_text())['settings']['latent'] == 'w+'
+    assert read_json(out / 'report.json')['settings']['latent'] == 'w+'
 
 
 # ----------------------------------------------------------------------------
 # 3. Seeds.
 
-def test_seed_reproducible_and_different(args, tmp_path, capsys):
+def test_seed_reproducible_and_different(args, tmp_path):
     results = {}
     for name, seed in [('a', 5), ('b', 5), ('c', 6)]:
         argv = with_option(with_option(with_option(args, '--num-steps', 3), '--seed', seed),
                            '--outdir', tmp_path / name)
-        code, _, err = invoke(argv, capsys)
+        code, _, err = invoke(projector.main, argv)
         assert code == 0, err
         results[name] = load_w(tmp_path / name)
     np.testing.assert_array_equal(results['a'], results['b'])
@@ -295,14 +239,14 @@ def _write_variant(kind: str, face_path: str, folder: Path) -> Path:
     ('gray', 'rgba'),
     ('gray16', 'rgb_50x40'),
 ])
-def test_image_formats_and_sizes(look_kind, target_kind, args, face_images, tmp_path, capsys):
+def test_image_formats_and_sizes(look_kind, target_kind, args, face_images, tmp_path):
     look = _write_variant(look_kind, face_images[0], tmp_path)
     target = _write_variant(target_kind, face_images[1], tmp_path)
     if look_kind == 'gray16':
         with Image.open(look) as img:
             assert img.mode.startswith('I'), img.mode  # really a 16-bit file
     argv = with_option(with_option(args, '--target_look', look), '--target_landmarks', target)
-    code, _, err = invoke(argv, capsys)
+    code, _, err = invoke(projector.main, argv)
     assert code == 0, err
     out = tmp_path / 'out'
     for name in ('proj.png', 'target_look.png', 'target_landmarks.png'):
@@ -476,13 +420,13 @@ def _bad_cases():
 
 
 @pytest.mark.parametrize('make_case', _bad_cases())
-def test_bad_input(make_case, args, face_images, tmp_path, capsys, monkeypatch):
+def test_bad_input(make_case, args, face_images, tmp_path, monkeypatch):
     monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'dnnlib-cache'))  # no cached download can answer
     inputs = tmp_path / 'inputs'
     inputs.mkdir()
     argv, needles = make_case(args, inputs, dict(look=face_images[0]))
     outdir = Path(argv[argv.index('--outdir') + 1])
-    code, out, err = invoke(argv, capsys)
+    code, out, err = invoke(projector.main, argv)
     assert code == 2, (out, err)
     assert_one_error_line(err, *needles)
     assert 'Traceback' not in out
@@ -540,7 +484,7 @@ def test_help_in_a_real_process(tmp_path):
 # ----------------------------------------------------------------------------
 # 6. An interrupted run leaves nothing half-written.
 
-def test_interrupt_leaves_nothing_half_written(args, tmp_path, capsys, monkeypatch):
+def test_interrupt_leaves_nothing_half_written(args, tmp_path, monkeypatch):
     original_call = projector.ProgressBar.__call__
     calls = []
 
@@ -557,7 +501,7 @@ def test_interrupt_leaves_nothing_half_written(args, tmp_path, capsys, monkeypat
 
     monkeypatch.setattr(projector.ProgressBar, '__call__', interrupting_call)
     argv = with_option(with_option(args, '--num-steps', 10), '--save_video', 1)
-    code, _, err = invoke(argv, capsys)
+    code, _, err = invoke(projector.main, argv)
     assert code == 130, err
     assert len(calls) == 3
     assert seen_partial_video, 'the test meant to interrupt a run while its video was being written'

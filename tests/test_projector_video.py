@@ -10,8 +10,6 @@ cheaply.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 from pathlib import Path
@@ -20,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-import cli_common
 import image_io
 import projector_video
+from cli_helpers import assert_one_error_line, invoke, read_json, read_npz, video_info, with_option
 from conftest import render
 from loaders import Networks
 from objectives import fidelity_term, smoothness_term
@@ -39,58 +37,12 @@ STEPS = ['--num-steps-first', 2, '--num-steps', 2]  # 2 steps: the second one ha
 # ----------------------------------------------------------------------------
 # Helpers.
 
-def invoke(args):
-    """Run the command in-process; return (exit status, stderr)."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
-        cli_common.run(projector_video.main, [str(a) for a in args])
-    return info.value.code, err.getvalue()
-
-
-def assert_one_error_line(err: str, *needles: str):
-    assert 'Traceback' not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, f'expected one line on stderr, got {lines!r}'
-    assert lines[0].startswith('error:'), lines[0]
-    for needle in needles:
-        assert needle.lower() in lines[0].lower(), f'{needle!r} not in {lines[0]!r}'
-
-
-def with_option(args, name, value=None):
-    """``args`` with option ``name`` set to ``value`` (replaced if present, else appended); a flag if value is None."""
-    args = list(args)
-    if value is None:
-        return args + [name] if name not in args else args
-    if name in args:
-        args[args.index(name) + 1] = value
-    else:
-        args += [name, value]
-    return args
-
-
-def video_info(path: Path):
-    """(number of frames, fps, frame shape) of an MP4."""
-    import imageio.v2 as imageio
-    reader = imageio.get_reader(str(path), format='FFMPEG')
-    try:
-        fps = float(reader.get_meta_data()['fps'])
-        frames = [np.asarray(f) for f in reader]
-    finally:
-        reader.close()
-    return len(frames), fps, frames[0].shape
-
-
-def load_npz(path: Path) -> dict:
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
-
-
 def frame_pngs(outdir: Path):
     return sorted((outdir / 'frames').glob('frame_*.png'))
 
 
 def read_report(outdir: Path) -> dict:
-    return json.loads((outdir / 'report.json').read_text())
+    return read_json(outdir / 'report.json')
 
 
 class Recorder:
@@ -167,10 +119,10 @@ def identity_run(identity_args, tmp_path_factory):
     outdir = tmp_path_factory.mktemp('identity') / 'anim'
     with pytest.MonkeyPatch.context() as mp:
         rec = Recorder(mp)
-        code, err = invoke(identity_args + ['--outdir', outdir])
+        code, _, err = invoke(projector_video.main, identity_args + ['--outdir', outdir])
     assert code == 0, err
     return dict(outdir=outdir, err=err, calls=rec.indices, projects=rec.projects, report=read_report(outdir),
-                latents=load_npz(outdir / 'latents.npz')['w'],
+                latents=read_npz(outdir / 'latents.npz')['w'],
                 animation=video_info(outdir / 'animation.mp4'), side_by_side=video_info(outdir / 'side_by_side.mp4'))
 
 
@@ -191,7 +143,7 @@ def test_identity_run_outputs(identity_run, inputs):
     assert latents.shape == (NUM_FRAMES, NUM_WS, W_DIM) and latents.dtype == np.float32
     assert np.isfinite(latents).all()
     for i in range(NUM_FRAMES):
-        np.testing.assert_array_equal(load_npz(out / 'frames' / f'frame_{i:05d}.npz')['w'][0], latents[i])
+        np.testing.assert_array_equal(read_npz(out / 'frames' / f'frame_{i:05d}.npz')['w'][0], latents[i])
     # Frames are warm-started and optimized: neighbouring latents differ, but not wildly.
     assert all(not np.array_equal(latents[i], latents[i + 1]) for i in range(NUM_FRAMES - 1))
 
@@ -234,7 +186,7 @@ def test_identity_run_schedule_and_noise(identity_run):
     # Frame 0: from w_avg, --num-steps-first steps, noise maps optimized from a fresh start.
     assert first['w_init'] is None and first['noise_init'] is None and first['optimize_noise']
     assert first['num_steps'] == 2
-    noise = load_npz(identity_run['outdir'] / 'state' / 'noise.npz')
+    noise = read_npz(identity_run['outdir'] / 'state' / 'noise.npz')
     saved = [noise[f'n{i}'] for i in range(len(noise))]
     latents = identity_run['latents']
     for i, call in enumerate(later, start=1):
@@ -261,7 +213,8 @@ def test_driving_folder_uses_natural_sort_order(identity_run, inputs):
 def test_subframes_reassemble_without_optimizing(identity_run, identity_args, subframes, monkeypatch):
     out = identity_run['outdir']
     rec = Recorder(monkeypatch)
-    code, err = invoke(with_option(identity_args, '--subframes', subframes) + ['--outdir', out])
+    code, _, err = invoke(projector_video.main,
+                          with_option(identity_args, '--subframes', subframes) + ['--outdir', out])
     assert code == 0, err
     assert rec.indices == []  # --subframes is not part of the run's settings: every frame is done
     assert 'resuming' in err.lower()
@@ -271,7 +224,7 @@ def test_subframes_reassemble_without_optimizing(identity_run, identity_args, su
     n, fps, _ = video_info(out / 'side_by_side.mp4')
     assert n == NUM_FRAMES and fps == pytest.approx(30.0)
     assert len(frame_pngs(out)) == NUM_FRAMES
-    np.testing.assert_array_equal(load_npz(out / 'latents.npz')['w'], identity_run['latents'])
+    np.testing.assert_array_equal(read_npz(out / 'latents.npz')['w'], identity_run['latents'])
     report = read_report(out)
     assert report['resumed_after'] == NUM_FRAMES and report['output_fps'] == pytest.approx(30.0 * (subframes + 1))
     assert len(report['frames']) == NUM_FRAMES
@@ -286,7 +239,7 @@ def test_interrupted_run_resumes_to_the_same_result(identity_run, identity_args,
 
     with monkeypatch.context() as mp:
         rec = Recorder(mp, stop_at=2)
-        code, err = invoke(args)
+        code, _, err = invoke(projector_video.main, args)
     assert code == 130, err
     assert 'Traceback' not in err and 'interrupted' in err
     assert rec.indices == [0, 1]
@@ -299,7 +252,7 @@ def test_interrupted_run_resumes_to_the_same_result(identity_run, identity_args,
 
     with monkeypatch.context() as mp:
         rec = Recorder(mp)
-        code, err = invoke(args)
+        code, _, err = invoke(projector_video.main, args)
     assert code == 0, err
     assert rec.indices == [2, 3]
     assert 'resuming' in err.lower()
@@ -308,11 +261,11 @@ def test_interrupted_run_resumes_to_the_same_result(identity_run, identity_args,
 
     # Same latents and images as the uninterrupted run.
     a = identity_run['outdir']
-    np.testing.assert_allclose(load_npz(out / 'latents.npz')['w'], load_npz(a / 'latents.npz')['w'], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(read_npz(out / 'latents.npz')['w'], read_npz(a / 'latents.npz')['w'], rtol=0, atol=1e-6)
     assert len(frame_pngs(out)) == NUM_FRAMES
     for pa, pb in zip(frame_pngs(a), frame_pngs(out)):
         np.testing.assert_array_equal(image_io.load_image(pb), image_io.load_image(pa))
-    na, nb = load_npz(a / 'state' / 'noise.npz'), load_npz(out / 'state' / 'noise.npz')
+    na, nb = read_npz(a / 'state' / 'noise.npz'), read_npz(out / 'state' / 'noise.npz')
     for key in na:
         np.testing.assert_array_equal(na[key], nb[key])
     assert video_info(out / 'animation.mp4')[0] == NUM_FRAMES + NUM_FRAMES - 1
@@ -326,7 +279,7 @@ def test_changed_settings_refuse_to_resume_and_no_resume_starts_over(identity_ru
     changed = with_option(identity_args, '--landmark_weight', 0.2) + ['--outdir', out]
 
     rec = Recorder(monkeypatch)
-    code, err = invoke(changed)
+    code, _, err = invoke(projector_video.main, changed)
     assert code == 2
     assert_one_error_line(err, '--no-resume', str(out), 'landmark_weight')
     assert rec.indices == []
@@ -337,7 +290,7 @@ def test_changed_settings_refuse_to_resume_and_no_resume_starts_over(identity_ru
     # run is stopped as frame 0 begins, so this costs no optimization; a full fresh run is
     # covered by the other tests.)
     rec.stop_at = 0
-    code, err = invoke(changed + ['--no-resume'])
+    code, _, err = invoke(projector_video.main, changed + ['--no-resume'])
     assert code == 130, err
     assert rec.attempted == [0]
     assert 'resuming' not in err.lower()
@@ -348,7 +301,7 @@ def test_changed_settings_refuse_to_resume_and_no_resume_starts_over(identity_ru
 
     # The new settings are now the directory's settings: the old ones are refused in turn.
     rec.stop_at = None
-    code, err = invoke(identity_args + ['--outdir', out])
+    code, _, err = invoke(projector_video.main, identity_args + ['--outdir', out])
     assert code == 2
     assert_one_error_line(err, '--no-resume')
     assert rec.attempted == [0]
@@ -357,7 +310,7 @@ def test_changed_settings_refuse_to_resume_and_no_resume_starts_over(identity_ru
 def test_negative_fps_is_a_user_error(identity_run, identity_args, tmp_path):
     out = tmp_path / 'anim'
     shutil.copytree(identity_run['outdir'], out)  # every frame done: only the videos would be made
-    code, err = invoke(identity_args + ['--fps', -5, '--outdir', out])
+    code, _, err = invoke(projector_video.main, identity_args + ['--fps', -5, '--outdir', out])
     assert code == 2
     assert_one_error_line(err, '--fps')
 
@@ -368,8 +321,9 @@ def test_negative_fps_is_a_user_error(identity_run, identity_args, tmp_path):
 def test_video_with_alignment(net_args, inputs, tmp_path, monkeypatch):
     out = tmp_path / 'anim'
     rec = Recorder(monkeypatch)
-    code, err = invoke(net_args + ['--mode', 'free', '--driving', inputs['video'], '--align', '--subframes', 3,
-                                   '--num-steps-first', 1, '--num-steps', 1, '--outdir', out])
+    code, _, err = invoke(projector_video.main, net_args + ['--mode', 'free', '--driving', inputs['video'], '--align',
+                                                        '--subframes', 3, '--num-steps-first', 1, '--num-steps', 1,
+                                                        '--outdir', out])
     assert code == 0, err
     assert rec.indices == [0, 1, 2, 3]
     driving = sorted((out / 'driving').glob('frame_*.png'))
@@ -382,7 +336,7 @@ def test_video_with_alignment(net_args, inputs, tmp_path, monkeypatch):
     n, fps, shape = video_info(out / 'side_by_side.mp4')
     assert n == NUM_FRAMES and fps == pytest.approx(float(VIDEO_FPS))
     assert shape == (RESOLUTION, 2 * RESOLUTION, 3)  # driving with landmarks | result: no look panel
-    assert load_npz(out / 'latents.npz')['w'].shape == (NUM_FRAMES, NUM_WS, W_DIM)
+    assert read_npz(out / 'latents.npz')['w'].shape == (NUM_FRAMES, NUM_WS, W_DIM)
     assert len(frame_pngs(out)) == NUM_FRAMES
     report = read_report(out)
     assert report['settings']['fps'] == pytest.approx(VIDEO_FPS) and report['settings']['align'] is True
@@ -433,7 +387,7 @@ def test_bad_input(case, needles, net_args, inputs, tmp_path):
         'bad_group_weights': ['--mode', 'free', '--driving', video, '--landmark_weights', '1,2,3'],
         'negative_subframes': ['--mode', 'free', '--driving', video, '--subframes', -1],
     }[case]
-    code, err = invoke(net_args + args + ['--outdir', out])
+    code, _, err = invoke(projector_video.main, net_args + args + ['--outdir', out])
     assert code == 2
     assert_one_error_line(err, *needles)
     assert not out.exists()
