@@ -122,6 +122,24 @@ def network_options(func: Callable) -> Callable:
     return func
 
 
+def detector_options(func: Callable) -> Callable:
+    """``--detector`` and ``--detector-weights``: how faces are found when aligning (``--align``)."""
+    func = click.option('--detector-weights', 'detector_weights', default=None, metavar='PATH',
+                        help='Local S3FD face detector state dict for offline use (with --align).')(func)
+    func = click.option('--detector', type=click.Choice(['sfd', 'none']), default='sfd', show_default=True,
+                        help="Face detector for --align: face_alignment's S3FD, or none (start from the image "
+                             "centre).")(func)
+    return func
+
+
+def load_face_detector(detector: str, weights: Optional[str], device):
+    """The face detector chosen on the command line, or None."""
+    if detector == 'none':
+        return None
+    from face_align import load_detector
+    return load_detector(weights, device)
+
+
 class ProgressBar:
     """Optimization callback: a tqdm bar over steps showing the loss terms (and a landmark error)."""
 

@@ -10,15 +10,17 @@ with the landmark detector's noise: each quad parameter (centre and half-diagona
 is replaced by a Gaussian-weighted local *linear* fit over neighbouring frames, which removes
 frame-to-frame noise but follows steady motion without lag, up to the first and last frame.
 
-Landmarks come from FAN (``detect_landmarks``): it runs on a box that starts as the centred
-square of the frame and is refitted to the landmarks it finds; in a video each frame starts
-from the previous frame's box. No separate face detector (and no extra download) is needed;
-the face should fill a fair part of the frame, as in portrait photos and talking-head videos.
+Landmarks come from face_alignment (``detect_landmarks``): its S3FD face detector finds the
+face box (the largest face), FAN reads the 68 points inside it, and the box is refitted to
+the points. In a video the detector runs on the first frame and every later frame starts from
+the previous frame's box (a face tracker, which also steadies the box). Without a detector
+(``--detector none``, or when it finds no face) the search starts from the centred square of
+the frame, which works when the face fills a fair part of it.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -165,20 +167,63 @@ def _edge_ramp(n: int, pad_lo: int, pad_hi: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------
+# Face detection (face_alignment's S3FD).
+
+S3FD_URL = 'https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth'
+Detector = Callable[[np.ndarray], Optional[FaceBox]]
+
+
+def load_detector(weights: Optional[str] = None, device: Union[str, torch.device] = 'cpu') -> Detector:
+    """face_alignment's S3FD detector as ``detect(image uint8 [H, W, 3]) -> FaceBox or None``.
+
+    Weights come from ``weights`` (a state dict file) or S3FD's official URL (torch hub cache).
+    The box of the largest face is converted the way face_alignment frames faces for FAN:
+    side ``200/195 * (width + height)``, centre raised by 12% of the height.
+    """
+    from face_alignment.detection.sfd.sfd_detector import SFDDetector
+    from torch_utils import misc
+    if weights is None:
+        misc.load_state_dict(None, S3FD_URL, '--detector-weights', 'S3FD face detector weights')  # fills the cache
+    else:
+        misc.load_state_dict(weights, S3FD_URL, '--detector-weights', 'S3FD face detector weights')  # validates
+    try:
+        detector = SFDDetector(str(torch.device(device)), path_to_detector=weights)
+    except RuntimeError as exc:
+        from dnnlib.util import UserError
+        raise UserError(f'--detector-weights: not S3FD weights ({str(exc).splitlines()[0]})') from None
+
+    def detect(image: np.ndarray) -> Optional[FaceBox]:
+        with torch.no_grad():
+            boxes = detector.detect_from_image(np.array(image[:, :, :3], dtype=np.float32, copy=True))
+        boxes = [b for b in boxes if np.all(np.isfinite(b[:4])) and b[2] > b[0] and b[3] > b[1]]
+        if not boxes:
+            return None
+        x0, y0, x1, y1 = (float(v) for v in max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))[:4])
+        h, w = image.shape[:2]
+        return FaceBox(float(np.clip((x0 + x1) / 2, 0, w)), float(np.clip((y0 + y1) / 2 - 0.12 * (y1 - y0), 0, h)),
+                       float(np.clip(((x1 - x0) + (y1 - y0)) * 200.0 / 195.0, min(h, w) / 4, 2 * min(h, w))))
+
+    return detect
+
+
+# ----------------------------------------------------------------------------
 # Landmarks from FAN.
 
 @torch.no_grad()
 def detect_landmarks(fan: torch.nn.Module, image: np.ndarray, box: Optional[FaceBox] = None,
-                     refinements: int = 2) -> tuple:
+                     refinements: int = 2, detector: Optional[Detector] = None) -> tuple:
     """68 landmarks ``[68, 2]`` (image pixels) of the face in ``uint8 [H, W, 3]``, and the box used.
 
-    FAN runs on ``box`` (default: the centred square of the image), and the box is refitted to
-    the landmarks ``refinements`` times.
+    FAN runs on ``box``; without one, on the ``detector``'s box, or on the centred square of
+    the image when there is no detector or it finds no face. The box is then refitted to the
+    landmarks ``refinements`` times.
     """
     device = next(fan.parameters()).device
     h, w = image.shape[:2]
     x = torch.from_numpy(np.array(image, copy=True)).to(device=device, dtype=torch.float32)
     x = x.permute(2, 0, 1)[None] / 127.5 - 1
+    if box is None and detector is not None:
+        box = detector(image)
     box = box or FaceBox(w / 2, h / 2, float(min(h, w)))
     points = None
     for _ in range(refinements + 1):
@@ -188,19 +233,24 @@ def detect_landmarks(fan: torch.nn.Module, image: np.ndarray, box: Optional[Face
     return points, box
 
 
-def align_face(fan: torch.nn.Module, image: np.ndarray, output_size: int) -> np.ndarray:
+def align_face(fan: torch.nn.Module, image: np.ndarray, output_size: int,
+               detector: Optional[Detector] = None) -> np.ndarray:
     """Detect the landmarks of a photo and return its FFHQ-aligned crop ``[output_size, output_size, 3]``."""
-    points, _ = detect_landmarks(fan, image)
+    points, _ = detect_landmarks(fan, image, detector=detector)
     return align_image(image, ffhq_quad(points), output_size)
 
 
 def align_sequence(fan: torch.nn.Module, frames: Sequence[np.ndarray], output_size: int, sigma: float = 2.0,
-                   progress: bool = False) -> list:
-    """Align every frame of a video with temporally smoothed quads (``sigma`` in frames; 0 = none)."""
+                   progress: bool = False, detector: Optional[Detector] = None) -> list:
+    """Align every frame of a video with temporally smoothed quads (``sigma`` in frames; 0 = none).
+
+    The detector (if any) finds the face in the first frame; later frames start from the
+    previous frame's box.
+    """
     from tqdm import tqdm
     quads, box = [], None
     for frame in tqdm(frames, desc='align', unit='frame', disable=not progress, leave=False):
-        points, box = detect_landmarks(fan, frame, box)
+        points, box = detect_landmarks(fan, frame, box, detector=detector)
         quads.append(ffhq_quad(points))
     quads = smooth_quads(np.stack(quads), sigma)
     return [align_image(frame, quad, output_size) for frame, quad in zip(frames, quads)]

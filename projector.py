@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 import image_io
-from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, check_weights, network_options, pick_device,
-                        prepare_outdir, run)
+from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, check_weights, detector_options,
+                        load_face_detector, network_options, pick_device, prepare_outdir, run)
 from dnnlib.util import UserError
 from landmark_loss import DEFAULT_GROUP_WEIGHTS, LANDMARK_GROUPS, LandmarkLoss, draw_landmarks, parse_group_weights
 from loaders import Networks, load_networks
@@ -133,8 +133,9 @@ Landmark groups for --landmark_weights, in order: """ + ', '.join(LANDMARK_GROUP
 @click.option('--save_video', type=click.IntRange(0, 1), default=0, show_default=True, help='1: also write proj.mp4 of the optimization.')
 @click.option('--latent', type=click.Choice(['w', 'w+']), default='w', show_default=True, help='Optimize one w for all layers, or one per layer.')
 @click.option('--align/--no-align', default=False, show_default=True, help='FFHQ-align raw photos first (from their landmarks).')
+@detector_options
 def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_landmarks, outdir, num_steps,
-         lpips_weight, landmark_weight, landmark_weights, seed, save_video, latent, align):
+         lpips_weight, landmark_weight, landmark_weights, seed, save_video, latent, align, detector, detector_weights):
     """Project a face into a StyleGAN2 generator: the look of --target_look with the facial
     landmarks (expression) of --target_landmarks.
 
@@ -161,7 +162,8 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
         resolution = nets.G.img_resolution
         if align:
             from face_align import align_face
-            look, target = (align_face(nets.fan, img, resolution) for img in (look_raw, target_raw))
+            find_face = load_face_detector(detector, detector_weights, dev)
+            look, target = (align_face(nets.fan, img, resolution, find_face) for img in (look_raw, target_raw))
         else:
             look, target = (prepare_image(img, resolution) for img in (look_raw, target_raw))
         projector = LandmarkProjector(nets, look, target, lpips_weight, landmark_weight, group_weights)
@@ -194,7 +196,8 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
         settings=dict(network=network_pkl, target_look=str(target_look), target_landmarks=str(target_landmarks),
                       outdir=str(outdir), num_steps=num_steps, lpips_weight=lpips_weight,
                       landmark_weight=landmark_weight, landmark_weights=dict(zip(LANDMARK_GROUPS, group_weights)),
-                      seed=seed, save_video=save_video, latent=latent, align=align, device=str(dev),
+                      seed=seed, save_video=save_video, latent=latent, align=align, detector=detector,
+                      detector_weights=detector_weights, device=str(dev),
                       fan_weights=fan_weights, vgg_weights=vgg_weights),
         optimizer=asdict(settings),
         generator=dict(resolution=resolution, num_ws=nets.G.num_ws, w_dim=nets.G.w_dim),

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 import image_io
-from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, check_weights, network_options, pick_device,
-                        prepare_outdir, run)
+from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, check_weights, detector_options,
+                        load_face_detector, network_options, pick_device, prepare_outdir, run)
 from dnnlib.util import UserError
 from landmark_loss import DEFAULT_GROUP_WEIGHTS, LANDMARK_GROUPS, LandmarkLoss, draw_landmarks, parse_group_weights
 from loaders import Networks, load_networks
@@ -151,11 +151,11 @@ class AnimationRun:
 
 
 def prepare_driving(nets: Networks, frames: List[np.ndarray], resolution: int, align: bool,
-                    smoothing: float) -> List[np.ndarray]:
+                    smoothing: float, detector=None) -> List[np.ndarray]:
     """Driving frames as the generator's inputs: FFHQ-aligned (smoothed over time) or centre-cropped."""
     if align:
         from face_align import align_sequence
-        return align_sequence(nets.fan, frames, resolution, sigma=smoothing, progress=True)
+        return align_sequence(nets.fan, frames, resolution, sigma=smoothing, progress=True, detector=detector)
     return [image_io.centre_crop_resize(f, resolution) for f in frames]
 
 
@@ -229,12 +229,13 @@ Examples:
 @click.option('--align/--no-align', default=True, show_default=True, help='FFHQ-align the driving frames.')
 @click.option('--align-smoothing', 'align_smoothing', type=click.FloatRange(min=0), default=2.0, show_default=True,
               help='Temporal smoothing of the alignment, in frames (0: none).')
+@detector_options
 @click.option('--seed', type=int, default=303, show_default=True)
 @click.option('--resume/--no-resume', default=True, show_default=True,
               help='Continue after the last finished frame in --outdir.')
 def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_landmarks_folder, driving, fps, outdir,
          mode, num_steps_first, num_steps, lpips_weight, landmark_weight, landmark_weights, smoothness_weight,
-         fidelity_weight, d_weight, subframes, align, align_smoothing, seed, resume):
+         fidelity_weight, d_weight, subframes, align, align_smoothing, detector, detector_weights, seed, resume):
     """Animate a face: every frame takes its facial landmarks from a driving sequence, and (identity
     mode) its look from --target_look.
 
@@ -271,7 +272,9 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     fingerprint = dict(network=_network_identity(network_pkl),
                        look=_file_digest(target_look) if look_raw is not None else None,
                        driving=_file_digest(driving or target_landmarks_folder), align=align,
-                       align_smoothing=align_smoothing, fan_weights=_file_digest(fan_weights),
+                       align_smoothing=align_smoothing, detector=detector if align else None,
+                       detector_weights=_file_digest(detector_weights) if align else None,
+                       fan_weights=_file_digest(fan_weights),
                        vgg_weights=_file_digest(vgg_weights),
                        **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()})
     anim = AnimationRun(out, fingerprint)
@@ -283,7 +286,8 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     with timer('align'):
         driving_frames = anim.driving_frames() if finished else []
         if len(driving_frames) != len(raw_frames):
-            driving_frames = prepare_driving(nets, raw_frames, resolution, align, align_smoothing)
+            find_face = load_face_detector(detector, detector_weights, dev) if align else None
+            driving_frames = prepare_driving(nets, raw_frames, resolution, align, align_smoothing, find_face)
             for i, frame in enumerate(driving_frames):
                 image_io.save_png(anim.driving_dir / f'{FRAME_NAME.format(i)}.png', frame)
 
@@ -309,6 +313,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
         command='projector_video',
         settings=dict(network=network_pkl, target_look=target_look, target_landmarks_folder=target_landmarks_folder,
                       driving=driving, fps=fps, outdir=str(outdir), subframes=subframes, align=align,
+                      detector=detector, detector_weights=detector_weights,
                       align_smoothing=align_smoothing, device=str(dev), fan_weights=fan_weights,
                       vgg_weights=vgg_weights, **{k: v for k, v in asdict(settings).items() if k != 'landmark_weights'},
                       landmark_weights=dict(zip(LANDMARK_GROUPS, settings.landmark_weights))),

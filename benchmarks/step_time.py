@@ -17,6 +17,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -46,17 +47,16 @@ def measure(part: str, resolution: int, device_name: str, repeats: int) -> dict:
 
     device = torch.device(device_name)
     torch.manual_seed(0)
-    tmp = os.path.join(os.environ.get('TMPDIR', '/tmp'), f'bench-{os.getpid()}')
-    os.makedirs(tmp, exist_ok=True)
-    vgg_path, fan_path = os.path.join(tmp, 'vgg.pth'), os.path.join(tmp, 'fan.pth')
-    torch.save(torchvision.models.vgg16().state_dict(), vgg_path)
-    torch.save(FAN(4).state_dict(), fan_path)
+    with tempfile.TemporaryDirectory(prefix='bench-') as tmp:  # random weight files, removed afterwards
+        vgg_path, fan_path = os.path.join(tmp, 'vgg.pth'), os.path.join(tmp, 'fan.pth')
+        torch.save(torchvision.models.vgg16().state_dict(), vgg_path)
+        torch.save(FAN(4).state_dict(), fan_path)
+        from landmark_loss import load_fan
+        fan = load_fan(fan_path, device) if part in ('fan', 'step') else None
+        perceptual = PerceptualLoss(vgg_path, device) if part in ('lpips', 'step') else None
 
     G = ffhq_generator(resolution).eval().requires_grad_(False).to(device)
     image = (torch.rand([1, 3, resolution, resolution], device=device) * 2 - 1)
-    from landmark_loss import load_fan
-    fan = load_fan(fan_path, device) if part in ('fan', 'step') else None
-    perceptual = PerceptualLoss(vgg_path, device) if part in ('lpips', 'step') else None
     if part == 'step':
         w_stats(G)  # computed once per network; not part of a step
     baseline = _peak_mib(device)

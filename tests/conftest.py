@@ -74,6 +74,16 @@ def fan_weights(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope='session')
+def detector_weights(tmp_path_factory) -> str:
+    """A random S3FD face detector state dict file (face_alignment's network)."""
+    from face_alignment.detection.sfd.net_s3fd import s3fd
+    torch.manual_seed(2468)
+    path = tmp_path_factory.mktemp('weights') / 's3fd.pth'
+    torch.save(s3fd().state_dict(), path)
+    return str(path)
+
+
+@pytest.fixture(scope='session')
 def vgg_weights(tmp_path_factory) -> str:
     """A random torchvision VGG16 state dict file."""
     import torchvision

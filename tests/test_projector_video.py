@@ -318,10 +318,11 @@ def test_negative_fps_is_a_user_error(identity_run, identity_args, tmp_path):
 # ----------------------------------------------------------------------------
 # A driving video, aligned.
 
-def test_video_with_alignment(net_args, inputs, tmp_path, monkeypatch):
+def test_video_with_alignment(net_args, inputs, tmp_path, monkeypatch, detector_weights):
     out = tmp_path / 'anim'
     rec = Recorder(monkeypatch)
     code, _, err = invoke(projector_video.main, net_args + ['--mode', 'free', '--driving', inputs['video'], '--align',
+                                                        '--detector-weights', detector_weights,
                                                         '--subframes', 3, '--num-steps-first', 1, '--num-steps', 1,
                                                         '--outdir', out])
     assert code == 0, err
