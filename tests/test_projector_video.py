@@ -321,10 +321,9 @@ def test_negative_fps_is_a_user_error(identity_run, identity_args, tmp_path):
 def test_video_with_alignment(net_args, inputs, tmp_path, monkeypatch, detector_weights):
     out = tmp_path / 'anim'
     rec = Recorder(monkeypatch)
-    code, _, err = invoke(projector_video.main, net_args + ['--mode', 'free', '--driving', inputs['video'], '--align',
-                                                        '--detector-weights', detector_weights,
-                                                        '--subframes', 3, '--num-steps-first', 1, '--num-steps', 1,
-                                                        '--outdir', out])
+    args = net_args + ['--mode', 'free', '--driving', inputs['video'], '--align', '--detector-weights',
+                       detector_weights, '--subframes', 3, '--num-steps-first', 1, '--num-steps', 1, '--outdir', out]
+    code, _, err = invoke(projector_video.main, args)
     assert code == 0, err
     assert rec.indices == [0, 1, 2, 3]
     driving = sorted((out / 'driving').glob('frame_*.png'))
@@ -350,6 +349,17 @@ def test_video_with_alignment(net_args, inputs, tmp_path, monkeypatch, detector_
         assert {'landmark', 'fidelity', 'total'} <= set(losses)
         assert ('smoothness' in losses) == (i > 0)
         assert np.isfinite(f['landmark_error'])
+
+    # Free mode, the other subframe counts: the finished frames are reused, only the videos are made again.
+    latents = read_npz(out / 'latents.npz')['w']
+    for subframes in (0, 1):
+        code, _, err = invoke(projector_video.main, with_option(args, '--subframes', subframes))
+        assert code == 0, err
+        assert rec.indices == [0, 1, 2, 3]  # nothing optimized again
+        n, fps, _ = video_info(out / 'animation.mp4')
+        assert n == NUM_FRAMES + (NUM_FRAMES - 1) * subframes
+        assert fps == pytest.approx(VIDEO_FPS * (subframes + 1))
+        np.testing.assert_array_equal(read_npz(out / 'latents.npz')['w'], latents)
 
 
 # ----------------------------------------------------------------------------
