@@ -53,8 +53,9 @@ def check_weights(**weights: float) -> None:
 def pick_device(name: Optional[str]):
     """``cuda`` when present, else ``cpu``; an explicit request is checked."""
     import torch
+    from torch_utils import misc
     if name is None:
-        device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+        device = misc.pick_device(None)
         click.echo(f'Using device {device} (pass --device to choose).', err=True)
         return device
     try:

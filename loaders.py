@@ -17,7 +17,6 @@ class Networks:
     D: Optional[torch.nn.Module] = None     # networks.Discriminator, when asked for
     fan: Optional[torch.nn.Module] = None   # face_alignment FAN, when asked for
     perceptual: Optional[torch.nn.Module] = None  # perceptual.PerceptualLoss, when asked for
-    network_pkl: str = ''
 
 
 def load_networks(network_pkl: str, device: torch.device, fan_weights: Optional[str] = None,
@@ -41,7 +40,7 @@ def load_networks(network_pkl: str, device: torch.device, fan_weights: Optional[
         if D is None:
             raise legacy.NetworkLoadError(f'{network_pkl} holds no discriminator (needed for --d_weight)')
         D = D.to(device)
-    nets = Networks(G=G.to(device), D=D, network_pkl=network_pkl)
+    nets = Networks(G=G.to(device), D=D)
     if need_fan:
         from landmark_loss import load_fan
         nets.fan = load_fan(fan_weights, device)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -255,7 +255,3 @@ def project(G, objective: Objective, settings: ProjectionSettings = ProjectionSe
     misc.assert_shape(ws, [1, num_ws, w_dim])
     return ProjectionResult(ws=ws.clone(), noise=noise, image=image, losses=losses, history=history,
                             seconds=time.perf_counter() - start_time)
-
-
-def settings_dict(settings: ProjectionSettings) -> dict:
-    return asdict(settings)
