@@ -5,6 +5,7 @@ Everything runs on the tiny generator with random FAN / VGG weights: nothing is 
 """
 
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -301,7 +302,7 @@ def test_projection_settings_validation():
         opt.ProjectionSettings(latent='z')
     with pytest.raises(ValueError):
         opt.ProjectionSettings(num_steps=-1)
-    d = opt.settings_dict(opt.ProjectionSettings())
+    d = dataclasses.asdict(opt.ProjectionSettings())  # the defaults SPEC gives
     assert d['num_steps'] == 1000 and d['initial_learning_rate'] == 0.1 and d['seed'] == 303
     assert d['latent'] == 'w' and d['regularize_noise_weight'] == 1e5
 
