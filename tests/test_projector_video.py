@@ -523,3 +523,16 @@ def test_interpolate_latents_single_frame():
     latents = np.ones([1, NUM_WS, W_DIM])
     for subframes in (0, 1, 3):
         np.testing.assert_array_equal(projector_video.interpolate_latents(latents, subframes), latents)
+
+
+def test_discriminator_realism_term_end_to_end(net_args, inputs, tmp_path):
+    """--d_weight loads D from the pickle and adds softplus(-D(x)) to every frame's losses."""
+    out = tmp_path / 'anim'
+    code, _, err = invoke(projector_video.main, net_args + [
+        '--mode', 'free', '--target_landmarks_folder', inputs['folder'], '--no-align', '--d_weight', 0.1,
+        '--subframes', 0, '--num-steps-first', 1, '--num-steps', 1, '--outdir', out])
+    assert code == 0, err
+    report = read_report(out)
+    assert report['settings']['d_weight'] == pytest.approx(0.1)
+    for frame in report['frames']:
+        assert frame['losses']['realism'] > 0
