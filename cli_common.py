@@ -90,6 +90,13 @@ def check_outdir_writable(path: str) -> None:
         raise UserError(f'--outdir: cannot write to {p}')
 
 
+def environment() -> dict:
+    """Versions a run report records."""
+    import platform
+    import torch
+    return dict(python=platform.python_version(), torch=torch.__version__)
+
+
 class PhaseTimer:
     """Accumulates wall-clock seconds per named phase: ``with timer('optimize'): ...``."""
 

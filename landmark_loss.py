@@ -52,6 +52,7 @@ LANDMARK_GROUPS = OrderedDict([
     ('inner_lip', (60, 67)),
 ])
 DEFAULT_GROUP_WEIGHTS = (0.05, 1, 1, 0.1, 1, 1, 1, 5, 5)
+DEFAULT_GROUP_WEIGHTS_TEXT = ','.join(f'{w:g}' for w in DEFAULT_GROUP_WEIGHTS)  # as the CLI takes it
 OUTER_EYE_CORNERS = (36, 45)
 _CLOSED_GROUPS = {'left_eye', 'right_eye', 'outer_lip', 'inner_lip'}
 
@@ -274,6 +275,12 @@ class LandmarkLoss(torch.nn.Module):
         if hm is None:
             raise RuntimeError('no heat maps yet: call forward() first')
         return landmarks_from_heatmaps(hm, self.box)
+
+    @torch.no_grad()
+    def measure(self, image: torch.Tensor) -> Tuple[float, np.ndarray]:
+        """Normalized landmark error and landmarks ``[68, 2]`` of one image ``[1, 3, R, R]`` (FAN runs once)."""
+        hm = self.heatmaps(image)
+        return float(self.error(hm)[0]), self.landmarks(hm)[0].cpu().numpy()
 
     def error(self, heatmaps: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Normalized landmark error ``[N]`` of ``heatmaps`` (default: the last forward) to the target."""

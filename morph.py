@@ -9,7 +9,6 @@ same image with the same settings is projected once.
 from __future__ import annotations
 
 import hashlib
-import platform
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -20,8 +19,8 @@ import torch
 import dnnlib
 import image_io
 import mixing
-from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, network_options, pick_device, prepare_outdir,
-                        run)
+from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, environment, network_options, pick_device,
+                        prepare_outdir, run)
 from dnnlib.util import UserError
 from loaders import Networks, load_networks
 from objectives import look_and_landmarks
@@ -210,7 +209,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, input_a, input_b, method
                         for m in methods if m != 'linear'},
         ppl=dict(epsilon=1e-4, samples=ppl_samples, distance='lpips-vgg', values=ppl),
         timings=timer.as_dict(),
-        environment=dict(python=platform.python_version(), torch=torch.__version__),
+        environment=environment(),
     )
     image_io.save_json(out / 'report.json', report)
     click.echo('PPL: ' + ', '.join(f'{m} {v:.4g}' for m, v in ppl.items()) + f'; outputs in {out}', err=True)

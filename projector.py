@@ -10,7 +10,6 @@ Command line: ``python projector.py --help``. Python::
 
 from __future__ import annotations
 
-import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
@@ -20,15 +19,13 @@ import numpy as np
 import torch
 
 import image_io
-from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, check_weights, detector_options,
+from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, check_weights, detector_options, environment,
                         load_face_detector, network_options, pick_device, prepare_outdir, run)
 from dnnlib.util import UserError
-from landmark_loss import DEFAULT_GROUP_WEIGHTS, LANDMARK_GROUPS, LandmarkLoss, draw_landmarks, parse_group_weights
+from landmark_loss import DEFAULT_GROUP_WEIGHTS, DEFAULT_GROUP_WEIGHTS_TEXT, LANDMARK_GROUPS, LandmarkLoss, draw_landmarks, parse_group_weights
 from loaders import Networks, load_networks
 from objectives import look_and_landmarks
 from optimization import ProjectionResult, ProjectionSettings, StepInfo, project
-
-DEFAULT_GROUP_WEIGHTS_TEXT = ','.join(f'{w:g}' for w in DEFAULT_GROUP_WEIGHTS)
 
 
 @dataclass
@@ -68,8 +65,7 @@ class LandmarkProjector:
     def step_landmarks(self, info: StepInfo) -> np.ndarray:
         """Landmarks ``[68, 2]`` of a step's image, reusing the heat maps the loss computed."""
         if self.landmark_weight == 0:  # the loss did not run FAN this step
-            with torch.no_grad():
-                return self.landmarks.landmarks(self.landmarks.heatmaps(info.image))[0].cpu().numpy()
+            return self.landmarks.measure(info.image)[1]
         return self.landmarks.landmarks()[0].cpu().numpy()
 
     def run(self, settings: ProjectionSettings = ProjectionSettings(),
@@ -78,9 +74,7 @@ class LandmarkProjector:
         result = project(self.nets.G, self.objective, settings, w_init=w_init, callbacks=callbacks)
         with torch.no_grad():
             lpips_to_look = float(self.nets.perceptual(result.image)[0])
-            hm = self.landmarks.heatmaps(result.image)
-            error = float(self.landmarks.error(hm)[0])
-            points = self.landmarks.landmarks(hm)[0].cpu().numpy()
+        error, points = self.landmarks.measure(result.image)
         return LandmarkProjection(result=result, lpips_to_look=lpips_to_look, landmark_error=error,
                                   projection_landmarks=points)
 
@@ -209,7 +203,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
         loss_last_step=projection.result.history[-1]['total'],
         seconds_per_step=projection.result.seconds / num_steps,
         timings=timer.as_dict(),
-        environment=dict(python=platform.python_version(), torch=torch.__version__),
+        environment=environment(),
     )
     image_io.save_json(out / 'report.json', report)
     click.echo(f'LPIPS to look {projection.lpips_to_look:.4f}, landmark error {projection.landmark_error:.4f}; '

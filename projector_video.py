@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,10 +29,10 @@ import numpy as np
 import torch
 
 import image_io
-from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, check_weights, detector_options,
+from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, check_weights, detector_options, environment,
                         load_face_detector, network_options, pick_device, prepare_outdir, run)
 from dnnlib.util import UserError
-from landmark_loss import DEFAULT_GROUP_WEIGHTS, LANDMARK_GROUPS, LandmarkLoss, draw_landmarks, parse_group_weights
+from landmark_loss import DEFAULT_GROUP_WEIGHTS, DEFAULT_GROUP_WEIGHTS_TEXT, LANDMARK_GROUPS, LandmarkLoss, draw_landmarks, parse_group_weights
 from loaders import Networks, load_networks
 from objectives import fidelity_term, look_and_landmarks, realism_term, smoothness_term
 from optimization import ProjectionSettings, project, w_stats
@@ -219,7 +218,7 @@ Examples:
 @click.option('--num-steps', 'num_steps', type=int, default=50, show_default=True, help='Steps for every later frame.')
 @click.option('--lpips_weight', type=float, default=1.0, show_default=True)
 @click.option('--landmark_weight', type=float, default=0.1, show_default=True)
-@click.option('--landmark_weights', default=','.join(f'{w:g}' for w in DEFAULT_GROUP_WEIGHTS), show_default=True,
+@click.option('--landmark_weights', default=DEFAULT_GROUP_WEIGHTS_TEXT, show_default=True,
               metavar='W1,..,W9', help='Nine group weights: ' + ', '.join(LANDMARK_GROUPS) + '.')
 @click.option('--smoothness_weight', type=float, default=0.05, show_default=True, help='||w_i - w_{i-1}||')
 @click.option('--fidelity_weight', type=float, default=0.05, show_default=True, help='||w_i - w_avg|| (free mode)')
@@ -323,7 +322,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
         output_fps=fps * (subframes + 1),
         frames=report_frames,
         timings=timer.as_dict(),
-        environment=dict(python=platform.python_version(), torch=torch.__version__),
+        environment=environment(),
     )
     image_io.save_json(out / 'report.json', report)
     click.echo(f'{len(driving_frames)} frames; outputs in {out}', err=True)
@@ -347,10 +346,7 @@ def optimize_frame(nets: Networks, anim: AnimationRun, settings: AnimationSettin
         bar.close()
     if first:
         anim.save_noise(result.noise)
-    with torch.no_grad():
-        hm = landmarks.heatmaps(result.image)
-        error = float(landmarks.error(hm)[0])
-        points = landmarks.landmarks(hm)[0].cpu().numpy()
+    error, points = landmarks.measure(result.image)
     anim.save_frame(index, image_io.to_uint8(result.image[0]), w=result.ws.cpu().numpy().astype(np.float32),
                     landmark_error=np.float32(error), landmarks=points.astype(np.float32),
                     target_landmarks=landmarks.target_landmarks[0].cpu().numpy().astype(np.float32),

@@ -29,14 +29,6 @@ def test_detector_missing_and_wrong_files(tmp_path, fan_weights):
     assert '--detector-weights' in one_line_message(excinfo)
 
 
-def test_detector_offline_names_url_and_option(offline_hub):
-    with pytest.raises(UserError) as excinfo:
-        face_align.load_detector(None)
-    message = one_line_message(excinfo)
-    assert face_align.S3FD_URL in message and '--detector-weights' in message
-    assert offline_hub == [face_align.S3FD_URL]
-
-
 def test_detect_landmarks_starts_from_the_detector_box(fan_weights):
     fan = load_fan(fan_weights)
     image = (np.random.RandomState(1).rand(100, 100, 3) * 255).astype(np.uint8)

@@ -372,15 +372,6 @@ def test_load_fan_wrong_state_dict(tmp_path, fan_weights):
     one_line_message(excinfo)
 
 
-def test_load_fan_offline_without_file(offline_hub):
-    with pytest.raises(UserError) as excinfo:
-        ll.load_fan(None)
-    msg = one_line_message(excinfo)
-    assert ll.FAN_URL in msg
-    assert '--fan-weights' in msg
-    assert offline_hub == [ll.FAN_URL]
-
-
 # ----------------------------------------------------------------------------
 # LandmarkLoss.
 

@@ -143,12 +143,3 @@ def test_not_a_vgg_state_dict(tmp_path, vgg_weights):
     with pytest.raises(UserError) as excinfo:
         perceptual.PerceptualLoss(str(wrong))
     one_line_message(excinfo)
-
-
-def test_offline_without_file(offline_hub):
-    with pytest.raises(UserError) as excinfo:
-        perceptual.PerceptualLoss(None)
-    msg = one_line_message(excinfo)
-    assert perceptual.VGG16_URL in msg
-    assert '--vgg-weights' in msg
-    assert offline_hub == [perceptual.VGG16_URL]
