@@ -1,0 +1,81 @@
+"""The --pairs CSV reader: the formats spreadsheets write, paths, overrides, sharding."""
+
+import pytest
+
+import pairs
+from conftest import one_line_message
+from dnnlib.util import UserError
+
+
+def write(path, text, newline='\n', encoding='utf-8'):
+    path.write_bytes(text.replace('\n', newline).encode(encoding))
+    return path
+
+
+def test_crlf_quoted_fields_spaces_and_bom(tmp_path):
+    csv_path = write(tmp_path / 'p.csv', '\ufefflook,landmarks,outdir\n"my look.png","smile, wide.png","out/a b"\n',
+                     newline='\r\n')
+    (row,) = pairs.read_pairs(str(csv_path))
+    assert row.look == tmp_path / 'my look.png'
+    assert row.landmarks == tmp_path / 'smile, wide.png'
+    assert row.outdir == tmp_path / 'out' / 'a b'
+    assert row.line == 2 and row.index == 0
+
+
+def test_paths_are_relative_to_the_csv_folder(tmp_path, monkeypatch):
+    sub = tmp_path / 'sub'
+    sub.mkdir()
+    write(sub / 'p.csv', 'look,landmarks,outdir\na.png,b.png,o\n/abs/c.png,b.png,o2\n')
+    monkeypatch.chdir(tmp_path)
+    rows = pairs.read_pairs('sub/p.csv')
+    assert rows[0].look == sub.resolve() / 'a.png'
+    assert str(rows[1].look) == '/abs/c.png'
+
+
+def test_overrides_are_parsed_and_empty_cells_keep_the_default(tmp_path):
+    write(tmp_path / 'p.csv', 'look,landmarks,outdir,landmark_weight\na,b,o1,0.05\na,b,o2,\n\n')
+    rows = pairs.read_pairs(str(tmp_path / 'p.csv'), {'landmark_weight': float})
+    assert rows[0].overrides == {'landmark_weight': 0.05}
+    assert rows[1].overrides == {}
+    assert len(rows) == 2  # the blank line is not a row
+
+
+@pytest.mark.parametrize('text, needles', [
+    ('look,outdir\na,o\n', ['landmarks']),
+    ('look,landmarks,outdir,colour\na,b,o,red\n', ['colour']),
+    ('look,landmarks,outdir\n', ['no rows']),
+    ('', ['empty']),
+    ('look,landmarks,outdir\na,,o\n', ['line 2', 'landmarks']),
+    ('look,landmarks,outdir,landmark_weight\na,b,o,lots\n', ['line 2', 'landmark_weight']),
+    ('look,landmarks,outdir\na,b,o\nc,d,o\n', ['same outdir']),
+    ('look,landmarks,outdir\na,b,o,extra\n', ['line 2', 'fields']),
+])
+def test_bad_files_give_one_line(tmp_path, text, needles):
+    write(tmp_path / 'p.csv', text)
+    with pytest.raises(UserError) as excinfo:
+        pairs.read_pairs(str(tmp_path / 'p.csv'), {'landmark_weight': float})
+    msg = one_line_message(excinfo)
+    for needle in needles:
+        assert needle in msg
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserError, match='not found'):
+        pairs.read_pairs(str(tmp_path / 'nope.csv'))
+
+
+def test_shards_cover_every_row_once():
+    rows = list(range(7))
+    shards = [pairs.shard(rows, r, 3) for r in range(3)]
+    assert sorted(sum(shards, [])) == rows
+    assert pairs.shard(rows, 0, 1) == rows
+    with pytest.raises(ValueError):
+        pairs.shard(rows, 3, 3)
+
+
+def test_batches_and_completion(tmp_path):
+    assert pairs.batches(list(range(5)), 2) == [[0, 1], [2, 3], [4]]
+    assert not pairs.is_complete(tmp_path)
+    for name in pairs.COMPLETE_OUTPUTS:
+        (tmp_path / name).write_bytes(b'x')
+    assert pairs.is_complete(tmp_path)
