@@ -1,4 +1,10 @@
-"""Reading images, converting between arrays and tensors, and writing outputs atomically.
+"""Reading images and driving sequences, converting between arrays and tensors, and writing
+outputs atomically.
+
+Every image and video the commands read comes through here: ``read_image`` / ``load_image`` for
+stills (upright by EXIF orientation, sRGB from ICC profiles, downscaled early to what the caller
+needs, bad files as one-line ``UserError``), ``open_driving`` for driving sequences (a folder of
+stills, a video, an animated GIF or WebP, read as a stream).
 
 Conventions: an *image array* is ``uint8 [H, W, 3]`` RGB; an *image tensor* is float
 ``[N, 3, H, W]`` in ``[-1, 1]`` (the generator's range). Every writer here writes to a
@@ -9,11 +15,17 @@ run never leaves a half-written file under a final name.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
+import math
 import os
+import struct
 import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -27,45 +39,373 @@ os.umask(_UMASK)
 
 
 # ----------------------------------------------------------------------------
-# Reading.
+# Reading still images.
+#
+# Every image the tool reads goes through ``read_image``: decoded once (JPEGs at a reduced DCT
+# scale when the caller needs less than the full size), turned upright by its EXIF orientation,
+# converted to sRGB from an embedded ICC profile, flattened onto white, and downscaled with one
+# Lanczos resize to no less than the caller's ``min_side``.
 
-def load_image(path: PathLike, what: str = 'image') -> np.ndarray:
-    """Read any PIL-readable image as ``uint8 [H, W, 3]`` RGB.
+_ORIENTATION_TAG = 0x0112
+_ORIENTATIONS = {  # EXIF orientation value -> (PIL transposition taking the stored pixels upright, words)
+    1: (None, 'none'),
+    2: (Image.FLIP_LEFT_RIGHT, 'mirrored left-right'),
+    3: (Image.ROTATE_180, 'rotated 180 degrees'),
+    4: (Image.FLIP_TOP_BOTTOM, 'mirrored top-bottom'),
+    5: (Image.TRANSPOSE, 'rotated 90 degrees clockwise, then mirrored left-right'),
+    6: (Image.ROTATE_270, 'rotated 90 degrees clockwise'),
+    7: (Image.TRANSVERSE, 'rotated 90 degrees anticlockwise, then mirrored left-right'),
+    8: (Image.ROTATE_90, 'rotated 90 degrees anticlockwise'),
+}
+_HEIF_BRANDS = {b'heic', b'heix', b'hevc', b'hevx', b'heim', b'heis', b'hevm', b'hevs', b'mif1', b'msf1', b'mif2'}
+_AVIF_BRANDS = {b'avif', b'avis'}
+_RESIZE_GAP = 3.0  # Image.resize(reducing_gap=...): a box reduction first, to >= 3x the target size
+_DRAFT_GAP = 2     # JPEGs are decoded at a reduced scale to >= 2x the target size
 
-    Grayscale, palette, RGBA/LA (alpha composited onto white) and 16-bit or float images are
-    converted. Raises ``UserError`` naming ``what`` for a missing or unreadable file.
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What ``read_image`` did to one file (JSON-ready through ``as_dict``, for reports).
+
+    Sizes are ``(width, height)``. ``orientation`` is the EXIF orientation value (1-8) that was
+    honoured: 1 means the pixels were stored upright. ``colour`` says how the pixels reached sRGB.
+    """
+    path: str
+    format: Optional[str]              # PIL's name of the file format: 'JPEG', 'PNG', 'HEIF', 'AVIF', ...
+    mode: str                          # the pixel layout stored in the file: 'RGB', 'CMYK', 'I;16', 'P', ...
+    original_size: Tuple[int, int]     # as stored in the file, before orientation
+    decoded_size: Tuple[int, int]      # as decoded: smaller than original_size for a JPEG read at a reduced scale
+    size: Tuple[int, int]              # of the returned array (upright; downscaled if min_side asked for it)
+    orientation: int = 1
+    orientation_applied: str = 'none'
+    icc_profile: Optional[str] = None  # description of the embedded ICC profile, None when there is none
+    colour: str = 'sRGB (untagged)'
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        for key in ('original_size', 'decoded_size', 'size'):
+            d[key] = list(d[key])
+        return d
+
+
+def load_image(path: PathLike, what: str = 'image', min_side: Optional[int] = None) -> np.ndarray:
+    """``read_image`` without the ``ImageInfo``: ``uint8 [H, W, 3]`` RGB, upright, sRGB."""
+    return read_image(path, what, min_side)[0]
+
+
+def read_image(path: PathLike, what: str = 'image', min_side: Optional[int] = None) -> Tuple[np.ndarray, ImageInfo]:
+    """Read one still image as ``uint8 [H, W, 3]`` sRGB, upright, with what was done to it.
+
+    - EXIF orientation (all eight values) is applied, so the array is the picture as a viewer shows it.
+    - An embedded ICC profile (Display P3, Adobe RGB, a CMYK press profile, ...) is converted to
+      sRGB; untagged pixels are taken as sRGB.
+    - Grayscale, palette, CMYK, 16-bit and float images become 8-bit RGB (16-bit: the full range
+      scaled to 0-255); alpha (RGBA, LA, palette transparency) is composited onto white.
+    - ``min_side``: the caller needs no more than this many pixels on the shorter side. Larger
+      images are decoded at a reduced scale where the format allows (JPEG: 1/2, 1/4 or 1/8,
+      keeping at least twice ``min_side``) and resized with one Lanczos filter so that the
+      shorter side is exactly ``min_side``; every step after the decoder works on the reduced
+      image, and nothing is converted to float. Smaller images are returned at their own size
+      (never enlarged here).
+    - HEIC/HEIF (and AVIF where Pillow itself cannot read it) are read through ``pillow-heif``
+      when it is installed.
+
+    Raises ``UserError`` (one line naming ``what`` and the file) for a missing, empty, zero-sized,
+    truncated or unreadable file, a decompression bomb (more pixels than
+    ``PIL.Image.MAX_IMAGE_PIXELS``), or a HEIC file without ``pillow-heif``.
     """
     path = Path(path)
+    if min_side is not None and int(min_side) < 1:
+        raise ValueError(f'min_side must be at least 1, got {min_side}')
+    with _open_image(path, what) as img:
+        fmt, stored_mode, opened_size = img.format, img.mode, tuple(img.size)
+        orientation = _orientation(img)
+        if min_side is not None and fmt == 'JPEG':
+            # libjpeg's DCT scaling (1/2, 1/4, 1/8) to >= twice the size needed, so the Lanczos
+            # resize after it still does the anti-aliasing (as PIL's thumbnail does).
+            img.draft(None, _scaled_size(img.size, _DRAFT_GAP * min_side))
+        _load(img, path, what)
+        decoded_size = tuple(img.size)
+        to_apply = _orientation_left(img, orientation)
+        by_decoder = orientation != 1 and to_apply == 1
+        # A decoder that turns the pixels upright itself (pillow-heif; Pillow's TIFF reader) reports the upright size.
+        original_size = _upright_size(opened_size, orientation) if by_decoder else opened_size
+        arr, colour, icc_name = _finish(img, to_apply, img.info.get('icc_profile'), min_side)
+    applied = _ORIENTATIONS[orientation][1] + (' (by the decoder)' if by_decoder and orientation != 1 else '')
+    info = ImageInfo(path=str(path), format=fmt, mode=stored_mode, original_size=original_size,
+                     decoded_size=decoded_size, size=(arr.shape[1], arr.shape[0]), orientation=orientation,
+                     orientation_applied=applied, icc_profile=icc_name, colour=colour)
+    return arr, info
+
+
+def _scaled_size(size: Tuple[int, int], min_side: int) -> Tuple[int, int]:
+    """``(width, height)`` scaled so that the shorter side is ``min_side`` (never enlarged)."""
+    w, h = size
+    short = min(w, h)
+    if short <= min_side:
+        return w, h
+    scale = min_side / short
+    return (min_side, max(1, round(h * scale))) if w <= h else (max(1, round(w * scale)), min_side)
+
+
+@contextlib.contextmanager
+def _open_image(path: Path, what: str) -> Iterator[Image.Image]:
+    """``Image.open`` with every failure turned into a one-line ``UserError``; the file is closed after."""
     if not path.is_file():
         raise UserError(f'{what}: file not found: {path}')
     try:
-        with Image.open(path) as img:
+        nbytes = path.stat().st_size
+    except OSError as exc:
+        raise UserError(f'{what}: cannot read {path} ({exc.strerror or exc.__class__.__name__})') from None
+    if nbytes == 0:
+        raise UserError(f'{what}: empty file (0 bytes): {path}')
+    _prepare_opener(path, what)
+    try:
+        with _pil_warnings():
+            img = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UserError(_bomb_message(what, path, exc)) from None
+    except UnidentifiedImageError:
+        header = _header_size(path)
+        if header is not None and 0 in header:
+            raise UserError(f'{what}: the image has no pixels '
+                            f'({header[0]}x{header[1]} in its header): {path}') from None
+        raise UserError(f'{what}: not a readable image: {path} (unknown or damaged format)') from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise UserError(f'{what}: not a readable image: {path} ({_one_line(exc)})') from None
+    try:
+        if 0 in img.size:
+            raise UserError(f'{what}: the image has no pixels ({img.size[0]}x{img.size[1]}): {path}')
+        yield img
+    finally:
+        img.close()
+
+
+def _load(img: Image.Image, path: Path, what: str) -> None:
+    """Decode the pixels; a truncated or damaged file raises ``UserError``."""
+    try:
+        with _pil_warnings():
             img.load()
-            return _to_rgb8(img)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise UserError(f'{what}: not a readable image: {path} ({exc.__class__.__name__})') from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UserError(_bomb_message(what, path, exc)) from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
+        raise UserError(f'{what}: truncated or damaged image file: {path} ({_one_line(exc)})') from None
 
 
-def _to_rgb8(img: Image.Image) -> np.ndarray:
-    if img.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F'):
-        arr = np.asarray(img, dtype=np.float64)
-        if img.mode.startswith('I;16'):
-            top = 65535.0                       # 16-bit: the full range, however dark the image
-        elif img.mode == 'I':
+def _finish(img: Image.Image, orientation: Optional[int], icc: Optional[bytes],
+            min_side: Optional[int]) -> Tuple[np.ndarray, str, Optional[str]]:
+    """Decoded PIL image -> (``uint8 [H, W, 3]`` sRGB array, colour words, ICC description).
+
+    The order keeps memory low: the pixels are first made resizable (8-bit, palette expanded),
+    downscaled to ``min_side``, and only then turned upright, flattened and colour-converted, so
+    no step after the decoder works on a full-size copy. (The transposition and the resize commute.)
+    """
+    img = _resizable(img)
+    if min_side is not None:
+        size = _scaled_size(img.size, min_side)
+        if size != img.size:
+            img = img.resize(size, Image.LANCZOS, reducing_gap=_RESIZE_GAP)
+    if orientation is not None and orientation != 1:
+        img = img.transpose(_ORIENTATIONS[orientation][0])
+    img = _flatten_alpha(img)
+    img, colour, icc_name = _to_srgb(img, icc)
+    arr = np.asarray(img.convert('RGB') if img.mode != 'RGB' else img, dtype=np.uint8)
+    return arr, colour, icc_name
+
+
+def _resizable(img: Image.Image) -> Image.Image:
+    """An image in a mode that Lanczos resizing and ICC conversion handle: 8-bit L/LA/RGB/RGBA/CMYK."""
+    mode = img.mode
+    if mode in ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F'):
+        arr = np.asarray(img)
+        if mode.startswith('I;16'):
+            top = 65535.0                        # 16-bit: the full range, however dark the image
+        elif mode == 'I':
             top = 65535.0 if arr.max() > 255 else 255.0  # PIL opens some 16-bit PNGs as 32-bit 'I'
         else:
             top = 1.0 if arr.max() <= 1 else 255.0
-        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(arr[:, :, None], 3, axis=2)
-    if img.mode == 'P':
-        img = img.convert('RGBA')
-    if img.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'):
-        background = Image.new('RGBA', img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img.convert('RGBA'))
-    arr = np.asarray(img.convert('RGB'), dtype=np.uint8)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.size == 0:
-        raise ValueError('unsupported image layout')
-    return arr
+        scaled = arr.astype(np.float32)
+        scaled *= np.float32(255.0 / top)
+        scaled += np.float32(0.5)
+        return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode='L')
+    if mode in ('P', 'PA'):
+        return img.convert('RGBA')
+    if mode == '1':
+        return img.convert('L')
+    if mode in ('L', 'LA', 'RGB', 'RGBA', 'CMYK', 'La', 'RGBa'):
+        return img
+    return img.convert('RGB')                    # YCbCr, LAB, HSV, RGBX, ...
+
+
+def _flatten_alpha(img: Image.Image) -> Image.Image:
+    """Composite an image with alpha onto white; others unchanged."""
+    if img.mode not in ('RGBA', 'LA', 'La', 'RGBa'):
+        return img
+    gray = img.mode in ('LA', 'La')
+    rgba = img.convert('RGBA')
+    flat = Image.alpha_composite(Image.new('RGBA', rgba.size, (255, 255, 255, 255)), rgba)
+    return flat.convert('L' if gray else 'RGB')
+
+
+# ICC profiles: the transforms are cached (a folder of driving frames from one camera shares one).
+_SRGB_PROFILE = None
+_TRANSFORMS: dict = {}
+
+
+def _to_srgb(img: Image.Image, icc: Optional[bytes]) -> Tuple[Image.Image, str, Optional[str]]:
+    """Convert ``img`` (L, RGB or CMYK) from its embedded ICC profile to sRGB.
+
+    Returns (image, colour words, profile description). A profile that cannot be read or does
+    not fit the pixels is ignored (the pixels are then taken as sRGB), never an error.
+    """
+    global _SRGB_PROFILE
+    if not icc:
+        if img.mode == 'CMYK':
+            return img.convert('RGB'), 'CMYK (untagged) converted to RGB', None
+        return img, 'sRGB (untagged)', None
+    from PIL import ImageCms
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        name = (ImageCms.getProfileDescription(profile) or '').strip() or 'unnamed profile'
+        space = profile.profile.xcolor_space.strip()
+    except Exception:  # a broken profile must not stop a run: PyCMSError, OSError, ...
+        fallback = img.convert('RGB') if img.mode == 'CMYK' else img
+        return fallback, 'unreadable ICC profile ignored (taken as sRGB)', 'unreadable'
+    expected = {'L': 'GRAY', 'RGB': 'RGB', 'CMYK': 'CMYK'}.get(img.mode)
+    if space != expected:
+        fallback = img.convert('RGB') if img.mode == 'CMYK' else img
+        return fallback, f'ICC profile for {space} ignored on {img.mode} pixels (taken as sRGB)', name
+    if img.mode == 'RGB' and 'srgb' in name.lower():
+        return img, 'sRGB (tagged)', name
+    try:
+        if _SRGB_PROFILE is None:
+            _SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB'))
+        key = (hashlib.sha256(icc).digest(), img.mode)
+        transform = _TRANSFORMS.get(key)
+        if transform is None:
+            transform = ImageCms.buildTransform(profile, _SRGB_PROFILE, img.mode, 'RGB',
+                                                renderingIntent=ImageCms.Intent.PERCEPTUAL
+                                                if hasattr(ImageCms, 'Intent') else 0)
+            if len(_TRANSFORMS) > 16:
+                _TRANSFORMS.clear()
+            _TRANSFORMS[key] = transform
+        converted = ImageCms.applyTransform(img, transform)
+    except Exception:
+        fallback = img.convert('RGB') if img.mode == 'CMYK' else img
+        return fallback, f'ICC profile {name!r} could not be applied (taken as sRGB)', name
+    return converted, f'converted from {name} to sRGB', name
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1-8) of an opened image; a missing, damaged or out-of-range tag counts as 1.
+
+    pillow-heif keeps a HEIF file's value in ``info['original_orientation']`` (it applies it itself).
+    """
+    original = img.info.get('original_orientation')
+    if isinstance(original, int) and original in _ORIENTATIONS:
+        return original
+    value = _exif_orientation(img)
+    return value if value in _ORIENTATIONS else 1
+
+
+def _exif_orientation(img: Image.Image) -> Optional[int]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')      # PIL warns about damaged EXIF blocks, common from web tools
+            value = img.getexif().get(_ORIENTATION_TAG)
+        return None if value is None else int(value)
+    except Exception:
+        return None
+
+
+def _orientation_left(img: Image.Image, orientation: int) -> int:
+    """The orientation still to apply after decoding: 1 when the decoder has already applied it.
+
+    Decoders that turn the pixels upright (pillow-heif, Pillow's TIFF reader since 11) remove the tag.
+    """
+    if orientation == 1:
+        return 1
+    return orientation if _exif_orientation(img) == orientation else 1
+
+
+def _prepare_opener(path: Path, what: str) -> None:
+    """Register pillow-heif's opener when the file is HEIC/HEIF (or AVIF that Pillow cannot read).
+
+    Done lazily, so pillow-heif is imported only when such a file is read. Without it: an error
+    that says how to install it.
+    """
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(64)
+    except OSError as exc:
+        raise UserError(f'{what}: cannot read {path} ({exc.strerror or exc.__class__.__name__})') from None
+    if len(head) < 12 or head[4:8] != b'ftyp':
+        return
+    brands = {head[8:12]} | {head[i:i + 4] for i in range(16, min(len(head), int.from_bytes(head[:4], 'big')) - 3, 4)}
+    if not brands & (_AVIF_BRANDS | _HEIF_BRANDS):
+        return                                   # an MP4/MOV container, say: PIL will refuse it
+    Image.init()                                 # every built-in plugin registered (Pillow's own AVIF)
+    if brands & _AVIF_BRANDS:
+        if 'AVIF' in Image.ID or _register_heif():
+            return
+        raise UserError(f'{what}: {path} is an AVIF image; reading it needs a Pillow with AVIF support '
+                        f'(pip install -U pillow) or pillow-heif (pip install pillow-heif)')
+    if brands & _HEIF_BRANDS:
+        if 'HEIF' in Image.ID or _register_heif():
+            return
+        raise UserError(f'{what}: {path} is a HEIC/HEIF image; reading it needs pillow-heif: pip install pillow-heif')
+
+
+def _register_heif() -> bool:
+    """Import pillow-heif and register its Pillow opener; False when it is not installed."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+def _header_size(path: Path) -> Optional[Tuple[int, int]]:
+    """(width, height) read from a PNG, GIF or BMP header, for a clearer message when PIL refuses the file."""
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(32)
+    except OSError:
+        return None
+    if head[:8] == b'\x89PNG\r\n\x1a\n' and head[12:16] == b'IHDR' and len(head) >= 24:
+        return struct.unpack('>II', head[16:24])
+    if head[:6] in (b'GIF87a', b'GIF89a') and len(head) >= 10:
+        return struct.unpack('<HH', head[6:10])
+    if head[:2] == b'BM' and len(head) >= 26:
+        w, h = struct.unpack('<ii', head[18:26])
+        return abs(w), abs(h)
+    return None
+
+
+@contextlib.contextmanager
+def _pil_warnings() -> Iterator[None]:
+    """PIL's decompression-bomb warning raised as an error; its damaged-EXIF warnings silenced
+    (the orientation then counts as 1; a web tool's broken EXIF block is no reason to stop)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', Image.DecompressionBombWarning)
+        warnings.filterwarnings('ignore', message=r'.*[Cc]orrupt EXIF', category=UserWarning)
+        yield
+
+
+def _bomb_message(what: str, path: Path, exc: BaseException) -> str:
+    import re
+    limit = Image.MAX_IMAGE_PIXELS
+    found = re.search(r'\((\d+) pixels\)', str(exc))
+    size = f'{int(found.group(1)) / 1e6:.0f} megapixels' if found else 'too many pixels'
+    lim = f'{limit / 1e6:.0f} megapixels' if limit else 'the limit'
+    return (f'{what}: image too large: {size}, more than {lim} (a guard against decompression bombs; '
+            f'downscale it first): {path}')
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__
 
 
 def centre_crop_resize(image: np.ndarray, resolution: int) -> np.ndarray:
@@ -194,9 +534,11 @@ class VideoWriter:
 
 
 # ----------------------------------------------------------------------------
-# Driving sequences.
+# Driving sequences: a folder of stills, a video file, or an animated GIF / WebP.
 
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff', '.gif', '.heic', '.heif', '.avif')
+VIDEO_SUFFIXES = ('.mp4', '.mov', '.m4v', '.webm', '.mkv', '.avi')
+_MIN_FRAME_MS = 20  # GIF/WebP frame delays below this play at 100 ms in browsers; so here too
 
 
 def natural_key(name: str):
@@ -205,31 +547,291 @@ def natural_key(name: str):
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r'(\d+)', name)]
 
 
-def read_frame_folder(folder: PathLike, what: str = '--target_landmarks_folder') -> list:
-    """All images of ``folder`` in natural sort order, as ``uint8 [H, W, 3]`` arrays."""
+def list_frame_files(folder: PathLike, what: str = '--target_landmarks_folder') -> List[Path]:
+    """The image files of ``folder`` (``IMAGE_SUFFIXES``, not hidden) in natural sort order."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f'{what}: not a folder: {folder}')
-    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith('.')),
+    files = sorted((p for p in folder.iterdir()
+                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith('.')),
                    key=lambda p: natural_key(p.name))
     if not files:
         raise UserError(f'{what}: no images ({", ".join(IMAGE_SUFFIXES)}) in {folder}')
-    return [load_image(p, what) for p in files]
+    return files
+
+
+def content_digest(path: PathLike) -> str:
+    """sha256 hex digest of a file's bytes, or of a frame folder (for resume fingerprints).
+
+    A folder: for each image file in natural order, its name then the sha256 of its bytes. Read
+    in chunks, so a large video is never held in memory.
+    """
+    path = Path(path)
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in list_frame_files(path, str(path)):
+            h.update(f.name.encode())
+            h.update(_file_sha256(f).digest())
+        return h.hexdigest()
+    return _file_sha256(path).hexdigest()
+
+
+def _file_sha256(path: Path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h
+
+
+@dataclass
+class DrivingInput:
+    """A driving sequence opened by ``open_driving``; its frames are read as a stream.
+
+    ``frames()`` (or iterating the object) yields ``uint8 [H, W, 3]`` RGB frames, upright, one at
+    a time; each call starts again from the first frame. ``fps`` is the file's own frame rate
+    (``None`` for a folder of stills, which carries no timing); ``num_frames`` is the count
+    known before reading (the container's count for a video; ``None`` when unknown).
+    ``rotation`` is the clockwise rotation in degrees applied to a video's frames from its
+    display metadata (phone clips); ``variable_timing`` says that an animation's frame delays
+    differ (``fps`` is then their average).
+    """
+    path: Path
+    kind: str                                  # 'folder', 'video' or 'animation'
+    fps: Optional[float]
+    num_frames: Optional[int]
+    size: Optional[Tuple[int, int]] = None     # (width, height) of the frames, when known before reading
+    rotation: int = 0
+    variable_timing: bool = False
+    what: str = '--driving'
+    min_side: Optional[int] = None
+    _files: List[Path] = field(default_factory=list, repr=False)
+
+    def frames(self) -> Iterator[np.ndarray]:
+        if self.kind == 'folder':
+            return (load_image(p, self.what, self.min_side) for p in self._files)
+        if self.kind == 'animation':
+            return _animation_frames(self.path, self.what, self.min_side)
+        return _video_frames(self)
+
+    __iter__ = frames
+
+    def digest(self) -> str:
+        """sha256 of the file's bytes, or of the folder's names and bytes (``content_digest``)."""
+        return content_digest(self.path)
+
+    def info(self) -> dict:
+        """JSON-ready description, for reports."""
+        return dict(path=str(self.path), kind=self.kind, fps=self.fps, num_frames=self.num_frames,
+                    size=list(self.size) if self.size else None, rotation=self.rotation,
+                    variable_timing=self.variable_timing)
+
+
+def open_driving(path: PathLike, what: str = '--driving', min_side: Optional[int] = None) -> DrivingInput:
+    """Open a folder of stills (natural order), a video (mp4/mov/webm/mkv, ...), or an animated GIF/WebP.
+
+    Only what the count and timing need is read here (a video's stream description and packet
+    count; an animation's frames, decoded once for their delays and not kept), so a bad input
+    fails early with a ``UserError`` naming ``what``. ``min_side`` as in
+    ``read_image``: frames whose shorter side is larger are downscaled to it (one Lanczos resize).
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = list_frame_files(path, what)
+        return DrivingInput(path=path, kind='folder', fps=None, num_frames=len(files), what=what,
+                            min_side=min_side, _files=files)
+    if not path.is_file():
+        raise UserError(f'{what}: file not found: {path}')
+    if path.stat().st_size == 0:
+        raise UserError(f'{what}: empty file (0 bytes): {path}')
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        animation = _open_animation(path, what, min_side)
+        if animation is not None:
+            return animation
+    return _open_video(path, what, min_side)
+
+
+def read_frame_folder(folder: PathLike, what: str = '--target_landmarks_folder') -> list:
+    """All images of ``folder`` in natural sort order, as ``uint8 [H, W, 3]`` arrays (upright, sRGB)."""
+    return [load_image(p, what) for p in list_frame_files(folder, what)]
 
 
 def read_video(path: PathLike, what: str = '--driving') -> tuple:
-    """Frames (``uint8 [H, W, 3]`` list) and frame rate of a video file."""
-    import imageio.v2 as imageio
+    """Frames (``uint8 [H, W, 3]`` list) and frame rate of a video file or an animated GIF/WebP.
+
+    Holds every frame in memory: ``open_driving`` streams them.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f'{what}: file not found: {path}')
-    try:
-        reader = imageio.get_reader(str(path), format='FFMPEG')
-        fps = float(reader.get_meta_data().get('fps') or 30.0)
-        frames = [np.asarray(frame[:, :, :3], dtype=np.uint8) for frame in reader]
-        reader.close()
-    except Exception as exc:
-        raise UserError(f'{what}: not a readable video: {path} ({exc.__class__.__name__})') from None
+    driving = open_driving(path, what)
+    frames = list(driving.frames())
     if not frames:
         raise UserError(f'{what}: the video has no frames: {path}')
-    return frames, fps
+    return frames, driving.fps
+
+
+# Animated GIF / WebP (and APNG) through PIL.
+
+def _open_animation(path: Path, what: str, min_side: Optional[int]) -> Optional[DrivingInput]:
+    """A ``DrivingInput`` for an animated image; ``None`` when PIL does not know the file (a video?)."""
+    try:
+        with _pil_warnings():
+            img = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UserError(_bomb_message(what, path, exc)) from None
+    except Exception:
+        return None
+    with img:
+        n = getattr(img, 'n_frames', 1)
+        if not getattr(img, 'is_animated', False) or n < 2:
+            raise UserError(f'{what}: {path} is a single still image, not a video, an animation or a folder of frames')
+        delays = []
+        try:
+            for i in range(n):
+                img.seek(i)
+                img.load()                       # WebP sets a frame's duration when it is decoded
+                delays.append(_frame_delay_ms(img.info.get('duration')))
+        except (OSError, ValueError, EOFError, SyntaxError) as exc:
+            raise UserError(f'{what}: truncated or damaged animation: {path} ({_one_line(exc)})') from None
+        size = _upright_size(img.size, _orientation_left(img, _orientation(img)))
+        size = _scaled_size(size, min_side) if min_side else size
+    fps = 1000.0 / (sum(delays) / len(delays))
+    return DrivingInput(path=path, kind='animation', fps=fps, num_frames=n, size=size,
+                        variable_timing=len(set(delays)) > 1, what=what, min_side=min_side)
+
+
+def _frame_delay_ms(duration) -> float:
+    try:
+        ms = float(duration)
+    except (TypeError, ValueError):
+        return 100.0
+    return 100.0 if not math.isfinite(ms) or ms < _MIN_FRAME_MS else ms
+
+
+def _upright_size(size: Tuple[int, int], orientation: int) -> Tuple[int, int]:
+    return (size[1], size[0]) if orientation in (5, 6, 7, 8) else tuple(size)
+
+
+def _animation_frames(path: Path, what: str, min_side: Optional[int]) -> Iterator[np.ndarray]:
+    with _open_image(path, what) as img:
+        orientation = _orientation(img)
+        for i in range(getattr(img, 'n_frames', 1)):
+            try:
+                img.seek(i)
+            except (OSError, ValueError, EOFError, SyntaxError) as exc:
+                raise UserError(f'{what}: truncated or damaged animation: {path} ({_one_line(exc)})') from None
+            _load(img, path, what)
+            frame = img.copy()   # the decoded frame (GIF: already composed with the frames before it)
+            yield _finish(frame, _orientation_left(img, orientation), img.info.get('icc_profile'), min_side)[0]
+
+
+# Video files through imageio-ffmpeg.
+
+def _ffmpeg_header(path: Path) -> str:
+    """What ``ffmpeg -i FILE`` says about the file (its stream descriptions), as text."""
+    import subprocess
+    import imageio_ffmpeg
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), '-hide_banner', '-nostdin', '-i', str(path)]
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+    return proc.stderr.decode('utf-8', errors='replace')
+
+
+def _parse_video_header(text: str) -> Optional[dict]:
+    """fps, stored (width, height) and clockwise display rotation of the first video stream, or None."""
+    import re
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if re.match(r'\s*Stream #\S+.*: Video: ', line)), None)
+    if start is None:
+        return None
+    line = lines[start]
+    size = re.search(r'[ ,](\d+)x(\d+)[ ,\[]', line + ' ')
+    fps = re.search(r'([\d.]+)(k?) fps', line) or re.search(r'([\d.]+)(k?) tbr', line)
+    # The stream's own block: its metadata and side data, up to the next stream.
+    block = [line]
+    for other in lines[start + 1:]:
+        if re.match(r'\s*Stream #', other):
+            break
+        block.append(other)
+    block_text = '\n'.join(block)
+    rotation = 0.0
+    matrix = re.search(r'rotation of (-?[\d.]+) degrees', block_text, re.IGNORECASE)
+    legacy = re.search(r'^\s*rotate\s*:\s*(-?[\d.]+)', block_text, re.MULTILINE)
+    if matrix:
+        rotation = -float(matrix.group(1))   # the display matrix angle is anticlockwise
+    elif legacy:
+        rotation = float(legacy.group(1))    # the old 'rotate' tag is clockwise
+    value = None
+    if fps:
+        value = float(fps.group(1)) * (1000 if fps.group(2) else 1)
+    return dict(size=(int(size.group(1)), int(size.group(2))) if size else None,
+                fps=value if value and math.isfinite(value) and value > 0 else None,
+                rotation=int(round(rotation / 90.0)) * 90 % 360)
+
+
+def _open_video(path: Path, what: str, min_side: Optional[int]) -> DrivingInput:
+    try:
+        header = _parse_video_header(_ffmpeg_header(path))
+    except Exception as exc:  # ffmpeg missing or failing
+        raise UserError(f'{what}: not a readable video: {path} ({exc.__class__.__name__})') from None
+    if header is None:
+        raise UserError(f'{what}: not a readable video or animation: {path}')
+    size = header['size']
+    if size is not None and header['rotation'] in (90, 270):
+        size = (size[1], size[0])                # ffmpeg turns the frames upright (autorotate)
+    if size is not None and min_side:
+        size = _scaled_size(size, min_side)
+    num_frames = None
+    try:
+        import imageio_ffmpeg
+        num_frames = int(imageio_ffmpeg.count_frames_and_secs(str(path))[0]) or None
+    except Exception:
+        pass
+    return DrivingInput(path=path, kind='video', fps=header['fps'] or 30.0, num_frames=num_frames, size=size,
+                        rotation=header['rotation'], what=what, min_side=min_side)
+
+
+@contextlib.contextmanager
+def _quiet_imageio_ffmpeg() -> Iterator[None]:
+    """imageio-ffmpeg logs a warning when frames come out rotated (a size differing from the stream's)."""
+    import logging
+    logger = logging.getLogger('imageio_ffmpeg')
+    before = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
+def _video_frames(driving: DrivingInput) -> Iterator[np.ndarray]:
+    import imageio_ffmpeg
+    path, what = driving.path, driving.what
+    output_params = None
+    if driving.min_side and driving.size is not None:
+        output_params = ['-vf', f'scale={driving.size[0]}:{driving.size[1]}:flags=lanczos']
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt='rgb24', output_params=output_params)
+        with _quiet_imageio_ffmpeg():
+            meta = next(reader)
+    except Exception as exc:
+        raise UserError(f'{what}: not a readable video: {path} ({_one_line(exc)})') from None
+    w, h = meta['size']
+    count = 0
+    try:
+        while True:
+            try:
+                data = next(reader)
+            except StopIteration:
+                break
+            except Exception as exc:
+                raise UserError(f'{what}: damaged video: {path} ({_one_line(exc)})') from None
+            frame = np.frombuffer(data, dtype=np.uint8)
+            if frame.size != w * h * 3:
+                break
+            count += 1
+            yield frame.reshape(h, w, 3).copy()
+    finally:
+        reader.close()
+    if count == 0:
+        raise UserError(f'{what}: the video has no frames: {path}')
