@@ -117,6 +117,26 @@ class PhaseTimer:
                 'total': round(time.perf_counter() - self._start, 3)}
 
 
+class ZeroOne(click.ParamType):
+    """A 0|1 switch that also takes the words click's BOOL takes (true/false, yes/no, on/off)."""
+    name = '0|1'
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, int) and value in (0, 1):
+            return value
+        text = str(value).strip().lower()
+        if text in ('1', 'true', 't', 'yes', 'y', 'on'):
+            return 1
+        if text in ('0', 'false', 'f', 'no', 'n', 'off'):
+            return 0
+        self.fail(f'{value!r} is not 0 or 1 (or true / false)', param, ctx)
+
+
+ZERO_ONE = ZeroOne()
+
+
 def network_options(func: Callable) -> Callable:
     """``--network``, ``--fan-weights``, ``--vgg-weights``, ``--device``: shared by every command."""
     func = click.option('--device', default=None, metavar='DEVICE',
@@ -158,7 +178,10 @@ class ProgressBar:
         self.landmark_error_fn = landmark_error_fn
 
     def __call__(self, info) -> None:
-        post = {k: f'{v:.4g}' for k, v in info.losses.items()}
+        losses = info.losses
+        if isinstance(losses, list):  # one dict per latent: one latent's terms, or the batch's mean total
+            losses = losses[0] if len(losses) == 1 else {'mean_total': sum(d['total'] for d in losses) / len(losses)}
+        post = {k: f'{v:.4g}' for k, v in {**losses, **getattr(info, 'latent_losses', {})}.items()}
         if self.landmark_error_fn is not None:
             post['lm_err'] = f'{self.landmark_error_fn():.3f}'
         self.bar.set_postfix(post, refresh=False)

@@ -1,28 +1,48 @@
-"""Load the frozen networks a run needs: G (and D) from a pickle, FAN, LPIPS."""
+"""Load what a run reads: the frozen networks (G and D from a pickle, FAN, LPIPS) and saved projections.
+
+``Networks`` is read-only once loaded (a frozen dataclass of eval-mode networks without gradients);
+whatever depends on a target (a look's LPIPS features, a landmark target's heat maps) is held by
+the projector or objective that uses it, never by the networks, so several projectors can share
+one ``Networks``.
+
+A projection file (``projected_w.npz``) holds the latent under ``w`` (``[1, num_ws, w_dim]``) and
+the optimized noise maps, one array ``[1, 1, r, r]`` per noise buffer keyed by the buffer's name in
+``G.synthesis`` (``b4.conv1.noise_const``, ``b8.conv0.noise_const``, ...). ``load_projection``
+reads both, so that ``G.synthesis(w, noise=...)`` reproduces ``proj.png``; files without noise
+maps (older ones, or another tool's) get the generator's own constant noise.
+"""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
-from typing import Optional
+from typing import Dict, Optional
 
+import numpy as np
 import torch
 
 import legacy
 import dnnlib
+from dnnlib.util import UserError
 
 
-@dataclass
+@dataclass(frozen=True)
 class Networks:
     G: torch.nn.Module                      # networks.Generator (G_ema), eval, frozen
     D: Optional[torch.nn.Module] = None     # networks.Discriminator, when asked for
     fan: Optional[torch.nn.Module] = None   # face_alignment FAN, when asked for
-    perceptual: Optional[torch.nn.Module] = None  # perceptual.PerceptualLoss, when asked for
+    perceptual: Optional[torch.nn.Module] = None  # perceptual.PerceptualLoss (stateless use), when asked for
+
+
+def _frozen(module: torch.nn.Module, device) -> torch.nn.Module:
+    return module.eval().requires_grad_(False).to(device)
 
 
 def load_networks(network_pkl: str, device: torch.device, fan_weights: Optional[str] = None,
                   vgg_weights: Optional[str] = None, need_D: bool = False, need_fan: bool = True,
                   need_lpips: bool = True) -> Networks:
-    """Load what a run needs; every missing or unreadable file raises ``UserError``."""
+    """Load what a run needs (``need_lpips=False``: VGG is not read at all); every missing or
+    unreadable file raises ``UserError``."""
     with dnnlib.util.open_url(network_pkl) as f:
         try:
             data = legacy.load_network_pkl(f)
@@ -39,12 +59,87 @@ def load_networks(network_pkl: str, device: torch.device, fan_weights: Optional[
         D = data['D']
         if D is None:
             raise legacy.NetworkLoadError(f'{network_pkl} holds no discriminator (needed for --d_weight)')
-        D = D.to(device)
-    nets = Networks(G=G.to(device), D=D)
+        D = _frozen(D, device)
+    fan = perceptual = None
     if need_fan:
         from landmark_loss import load_fan
-        nets.fan = load_fan(fan_weights, device)
+        fan = _frozen(load_fan(fan_weights, device), device)
     if need_lpips:
         from perceptual import PerceptualLoss
-        nets.perceptual = PerceptualLoss(vgg_weights, device)
-    return nets
+        perceptual = _frozen(PerceptualLoss(vgg_weights, device), device)
+    return Networks(G=_frozen(G, device), D=D, fan=fan, perceptual=perceptual)
+
+
+# ----------------------------------------------------------------------------
+# Saved projections.
+
+@dataclass
+class Projection:
+    """A saved latent and its noise maps, on the generator's device."""
+    w: torch.Tensor                    # [1, num_ws, w_dim]
+    noise: Dict[str, torch.Tensor]     # {buffer name: [1, 1, r, r]}; {} for a generator without noise
+    noise_saved: bool                  # False: the file had no noise maps (the generator's own are used)
+
+
+def projection_arrays(ws: torch.Tensor, noise: Dict[str, torch.Tensor]) -> Dict[str, np.ndarray]:
+    """What ``projected_w.npz`` holds for one latent: ``w`` and one float32 array per noise buffer."""
+    arrays = {'w': ws.detach().cpu().numpy().astype(np.float32)}
+    for name, value in noise.items():
+        arrays[name] = value.detach().cpu().numpy().astype(np.float32).reshape(1, 1, *value.shape[-2:])
+    return arrays
+
+
+def load_projection(path: str, G, what: str = 'projection') -> Projection:
+    """Read ``w`` and the noise maps of a ``projected_w.npz`` for ``G``; ``UserError`` when it does not fit.
+
+    ``w`` may be stored as ``[1, num_ws, w_dim]`` or ``[num_ws, w_dim]``. Noise maps must be all
+    of ``G``'s noise buffers (or none: then ``G``'s own constant noise is returned).
+    """
+    from optimization import const_noise, noise_buffer_names
+    from torch_utils import misc
+    try:
+        with np.load(path) as data:
+            arrays = {k: np.asarray(data[k]) for k in data.files}
+    except Exception as exc:
+        raise UserError(f'{what}: {path} is not a readable .npz file ({exc.__class__.__name__})') from None
+    if 'w' not in arrays:
+        raise UserError(f'{what}: {path} has no latent under the key "w"')
+    w = arrays['w'].astype(np.float32)
+    stored_shape = list(w.shape)
+    if w.ndim == 3 and w.shape[0] == 1:
+        w = w[0]
+    if w.shape != (G.num_ws, G.w_dim):
+        raise UserError(f'{what}: {path} holds latents of shape {stored_shape}; this network needs '
+                        f'[1, {G.num_ws}, {G.w_dim}] (one latent)')
+    device = misc.module_device(G.synthesis)
+    names = noise_buffer_names(G)
+    stored = [k for k in arrays if k.endswith('.noise_const')]
+    if not stored:
+        return Projection(w=torch.from_numpy(w[None]).to(device), noise=const_noise(G), noise_saved=False)
+    if sorted(stored) != sorted(names):
+        raise UserError(f'{what}: {path} holds noise maps for another network ({len(stored)} maps, '
+                        f'this one has {len(names)} noise buffers)')
+    noise = {}
+    for name, (_, layer) in zip(names, G.synthesis.noise_layers()):
+        value = arrays[name].astype(np.float32)
+        if value.size != layer.resolution ** 2:
+            raise UserError(f'{what}: {path}: noise map {name} has shape {list(value.shape)}, this network needs '
+                            f'[1, 1, {layer.resolution}, {layer.resolution}]')
+        noise[name] = torch.from_numpy(value.reshape(1, 1, layer.resolution, layer.resolution)).to(device)
+    return Projection(w=torch.from_numpy(w[None]).to(device), noise=noise, noise_saved=True)
+
+
+def with_noise_buffers(G, noise: Dict[str, torch.Tensor]):
+    """A deep copy of ``G`` whose constant noise buffers are ``noise`` (``G`` itself is not changed).
+
+    ``with_noise_buffers(G, p.noise).synthesis(p.w, noise_mode='const')`` renders a projection
+    the way the original projector's deep copy of G held its optimized noise.
+    """
+    G2 = copy.deepcopy(G)
+    buffers = dict(G2.synthesis.named_buffers())
+    with torch.no_grad():
+        for name, value in noise.items():
+            if name not in buffers:
+                raise ValueError(f'the generator has no noise buffer {name!r}')
+            buffers[name].copy_(value.reshape(buffers[name].shape))
+    return G2

@@ -4,13 +4,19 @@ Methods (see ``mixing.py``): linear, style mixing at a layer, attribute mixing a
 The report gives each method's perceptual path length (PPL) along the sweep of the degree.
 Projections are cached under ``$DNNLIB_CACHE_DIR/projections`` (or ``~/.cache/dnnlib``), so the
 same image with the same settings is projected once.
+
+Noise maps: an image is fitted with the generator's own constant noise; a ``projected_w.npz``
+brings the noise maps its ``proj.png`` was rendered with (``loaders.load_projection``). Each
+render uses the two inputs' maps blended along with the latents (``mixing.mix_noise``), so the
+ends of a linear sweep reproduce the inputs' images. Rendering and the path length run in
+float32 (``force_fp32``; the path length also with TF32 off).
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import click
 import numpy as np
@@ -22,31 +28,20 @@ import mixing
 from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, environment, network_options, pick_device,
                         prepare_outdir, run)
 from dnnlib.util import UserError
-from loaders import Networks, load_networks
+from loaders import Networks, load_networks, load_projection
 from objectives import look_and_landmarks
-from optimization import ProjectionSettings, project
+from optimization import ProjectionSettings, const_noise, project, synthesize as render
+from torch_utils import misc
 
 GRID_DEGREES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def read_latent_file(path: str, G, what: str) -> np.ndarray:
-    """The latent ``[num_ws, w_dim]`` stored under ``w`` in a projector / projector_video ``.npz``."""
-    try:
-        with np.load(path) as data:
-            if 'w' not in data.files:
-                raise UserError(f'{what}: {path} has no latent under the key "w"')
-            w = np.asarray(data['w'], dtype=np.float32)
-            stored_shape = list(w.shape)
-    except UserError:
-        raise
-    except Exception as exc:
-        raise UserError(f'{what}: {path} is not a readable .npz file ({exc.__class__.__name__})') from None
-    if w.ndim == 3 and w.shape[0] == 1:
-        w = w[0]
-    if w.shape != (G.num_ws, G.w_dim):
-        raise UserError(f'{what}: {path} holds latents of shape {stored_shape}; this network needs '
-                        f'[1, {G.num_ws}, {G.w_dim}] (one latent)')
-    return w
+def read_latent_file(path: str, G, what: str) -> Tuple[np.ndarray, Dict[str, torch.Tensor], bool]:
+    """The latent ``[num_ws, w_dim]`` stored under ``w`` in a projector ``.npz``, its noise maps
+    ``{buffer name: [1, 1, r, r]}`` (the generator's own when the file has none) and whether the
+    file held them."""
+    projection = load_projection(path, G, what)
+    return projection.w[0].cpu().numpy(), projection.noise, projection.noise_saved
 
 
 def project_image(nets: Networks, image: np.ndarray, num_steps: int, seed: int, cache_key_extra: str,
@@ -64,15 +59,14 @@ def project_image(nets: Networks, image: np.ndarray, num_steps: int, seed: int, 
                 return data['w'], True
         except Exception:
             pass  # a damaged cache entry is recomputed
-    device = nets.G.mapping.fc0.weight.device
-    nets.perceptual.set_target(image_io.to_tensor(image, device))
-    objective = look_and_landmarks(nets.perceptual, None, lpips_weight=1.0, landmark_weight=0.0)
+    device = misc.module_device(nets.G)
+    look = nets.perceptual.distance_to(image_io.to_tensor(image, device))
+    objective = look_and_landmarks(look, None, lpips_weight=1.0, landmark_weight=0.0)
     bar = ProgressBar(num_steps, desc=f'project {what}')
     try:
-        const_noise = [layer.noise_const for _, layer in nets.G.synthesis.noise_layers()]
         result = project(nets.G, objective, ProjectionSettings(num_steps=num_steps, latent='w+', seed=seed,
                                                                optimize_noise=False),
-                         noise_init=const_noise, callbacks=[bar])
+                         noise_init=const_noise(nets.G), callbacks=[bar])
     finally:
         bar.close()
     w = result.ws[0].cpu().numpy().astype(np.float32)
@@ -96,11 +90,11 @@ def _identity(path_or_url: Optional[str]) -> str:
         return str(path_or_url)
 
 
-def synthesize(G, w: np.ndarray) -> np.ndarray:
-    """``uint8 [R, R, 3]`` image of a latent ``[num_ws, w_dim]`` (constant noise)."""
-    device = G.mapping.fc0.weight.device
+def synthesize(G, w: np.ndarray, noise: Optional[Dict[str, torch.Tensor]] = None) -> np.ndarray:
+    """``uint8 [R, R, 3]`` image of a latent ``[num_ws, w_dim]`` with ``noise`` maps (default: G's constant noise)."""
+    device = misc.module_device(G)
     with torch.no_grad():
-        img = G.synthesis(torch.from_numpy(np.asarray(w, dtype=np.float32)[None]).to(device), noise_mode='const')
+        img = render(G, torch.from_numpy(np.asarray(w, dtype=np.float32)[None]).to(device), noise)
     return image_io.to_uint8(img[0])
 
 
@@ -164,38 +158,53 @@ def main(network_pkl, fan_weights, vgg_weights, device, input_a, input_b, method
                             f'({limit}) for {m} mixing')
 
     latents: Dict[str, np.ndarray] = {}
+    noises: Dict[str, Dict[str, torch.Tensor]] = {}
     sources = {}
     with timer('project'):
         for what, (path, image) in inputs.items():
+            noises[what] = const_noise(G)  # an image is fitted with the generator's own noise
             if image is None:
-                latents[what] = read_latent_file(path, G, what)
-                sources[what] = dict(kind='latent', path=str(path))
+                latents[what], noises[what], noise_saved = read_latent_file(path, G, what)
+                sources[what] = dict(kind='latent', path=str(path), noise_maps=noise_saved)
             else:
                 prepared = image_io.centre_crop_resize(image, G.img_resolution)
                 latents[what], cached = project_image(nets, prepared, num_steps, seed,
                                                       f'{_identity(network_pkl)}|{_identity(vgg_weights)}', what)
                 sources[what] = dict(kind='image', path=str(path), cached=cached, num_steps=num_steps)
     wp, wc = latents['--a'], latents['--b']
+    np_, nc = noises['--a'], noises['--b']
+    own_noise = any(s.get('noise_maps') for s in sources.values())
     out = prepare_outdir(outdir)
 
     def blend(m: str, t: float) -> np.ndarray:
         return mixing.mix(m, wp.copy(), wc.copy(), t, crossover)
 
+    def blend_noise(m: str, t: float) -> Dict[str, torch.Tensor]:
+        return mixing.mix_noise(m, np_, nc, t, crossover, G.num_ws)
+
+    def frame(m: str, t: float) -> np.ndarray:
+        return synthesize(G, blend(m, t), blend_noise(m, t))
+
     with timer('render'):
         chosen = blend(methods[0], degree)
-        image_io.save_png(out / 'morph.png', synthesize(G, chosen))
-        rows = [image_io.hstack([synthesize(G, blend(m, t)) for t in GRID_DEGREES]) for m in methods]
+        image_io.save_png(out / 'morph.png', frame(methods[0], degree))
+        rows = [image_io.hstack([frame(m, t) for t in GRID_DEGREES]) for m in methods]
         image_io.save_png(out / 'grid.png', np.concatenate(rows, axis=0))
         sweep = np.linspace(0.0, 1.0, steps)
         with image_io.VideoWriter(out / 'morph.mp4', fps=min(30, steps)) as video:
             for t in sweep:
-                video.append(image_io.hstack([synthesize(G, blend(m, t)) for m in methods]))
+                video.append(image_io.hstack([frame(m, t) for m in methods]))
+        noise_arrays = {}
+        if own_noise:  # the noise maps the images were rendered with, when an input brought its own
+            for key, maps in (('a', np_), ('b', nc), ('blend', blend_noise(methods[0], degree))):
+                noise_arrays.update({f'{key}.{name}': v.cpu().numpy().astype(np.float32) for name, v in maps.items()})
         image_io.save_npz(out / 'latents.npz', a=wp[None], b=wc[None], blend=chosen[None], degrees=sweep,
-                          **{f'sweep_{m}': np.stack([blend(m, t) for t in sweep]) for m in methods})
+                          **{f'sweep_{m}': np.stack([blend(m, t) for t in sweep]) for m in methods}, **noise_arrays)
 
     with timer('ppl'):
         ppl = {m: mixing.perceptual_path_length(G, nets.perceptual.distance, lambda t, m=m: blend(m, t),
-                                                num_samples=ppl_samples, epsilon=1e-4, seed=seed)
+                                                num_samples=ppl_samples, epsilon=1e-4, seed=seed,
+                                                noise=(lambda t, m=m: blend_noise(m, t)) if own_noise else None)
                for m in methods}
 
     report = dict(

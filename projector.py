@@ -19,13 +19,14 @@ import numpy as np
 import torch
 
 import image_io
-from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, check_weights, detector_options, environment,
-                        load_face_detector, network_options, pick_device, prepare_outdir, run)
+from cli_common import (ZERO_ONE, PhaseTimer, ProgressBar, check_outdir_writable, check_weights, detector_options,
+                        environment, load_face_detector, network_options, pick_device, prepare_outdir, run)
 from dnnlib.util import UserError
 from landmark_loss import DEFAULT_GROUP_WEIGHTS, DEFAULT_GROUP_WEIGHTS_TEXT, LANDMARK_GROUPS, LandmarkLoss, draw_landmarks, parse_group_weights
-from loaders import Networks, load_networks
-from objectives import look_and_landmarks
+from loaders import Networks, load_networks, projection_arrays
+from objectives import DEFAULT_D_WEIGHT, look_and_landmarks, per_latent, realism_term
 from optimization import ProjectionResult, ProjectionSettings, StepInfo, project
+from torch_utils import misc
 
 
 @dataclass
@@ -46,37 +47,69 @@ class LandmarkProjector:
 
     ``look`` and ``target`` are ``uint8 [R, R, 3]`` at the generator's resolution (see
     ``prepare_image``). Construction computes everything that depends only on the targets
-    (the face box, the target heat maps, the look's LPIPS features); ``run`` optimizes.
+    (the face box, the target heat maps, the look's LPIPS features) and keeps it here: the
+    shared ``nets`` are only read, so several projectors can use one ``Networks``. ``run``
+    optimizes; ``run_batch`` optimizes several projectors' latents in one batched loop.
+    ``d_weight > 0`` adds the realism term ``d_weight * softplus(-D(x))`` (needs ``nets.D``).
     """
 
     def __init__(self, nets: Networks, look: np.ndarray, target: np.ndarray, lpips_weight: float = 1.0,
-                 landmark_weight: float = 0.1, group_weights: Sequence[float] = DEFAULT_GROUP_WEIGHTS):
-        device = nets.G.mapping.fc0.weight.device
+                 landmark_weight: float = 0.1, group_weights: Sequence[float] = DEFAULT_GROUP_WEIGHTS,
+                 d_weight: float = 0.0):
+        device = misc.module_device(nets.G)
         self.nets = nets
         self.look = look
         self.target = target
         self.lpips_weight = lpips_weight
         self.landmark_weight = landmark_weight
+        self.d_weight = d_weight
+        if d_weight and nets.D is None:
+            raise ValueError('d_weight > 0 needs the discriminator (load_networks(..., need_D=True))')
         self.look_tensor = image_io.to_tensor(look, device)
         self.landmarks = LandmarkLoss(nets.fan, image_io.to_tensor(target, device), group_weights)
-        nets.perceptual.set_target(self.look_tensor)
-        self.objective = look_and_landmarks(nets.perceptual, self.landmarks, lpips_weight, landmark_weight)
+        self.look_distance = nets.perceptual.distance_to(self.look_tensor)
+        extra = None
+        if d_weight:
+            extra = lambda image, ws: {'realism': d_weight * realism_term(nets.D, image)}  # noqa: E731
+        self.objective = look_and_landmarks(self.look_distance, self.landmarks, lpips_weight, landmark_weight,
+                                            extra=extra)
 
-    def step_landmarks(self, info: StepInfo) -> np.ndarray:
-        """Landmarks ``[68, 2]`` of a step's image, reusing the heat maps the loss computed."""
+    def step_landmarks(self, info: StepInfo, i: int = 0) -> np.ndarray:
+        """Landmarks ``[68, 2]`` of a step's image (latent ``i``), reusing the heat maps the loss computed."""
         if self.landmark_weight == 0:  # the loss did not run FAN this step
-            return self.landmarks.measure(info.image)[1]
+            return self.landmarks.measure(info.image[i:i + 1])[1]
         return self.landmarks.landmarks()[0].cpu().numpy()
+
+    def _finish(self, result: ProjectionResult) -> LandmarkProjection:
+        with torch.no_grad():
+            lpips_to_look = float(self.look_distance(result.image[:1])[0])
+        error, points = self.landmarks.measure(result.image[:1])
+        return LandmarkProjection(result=result, lpips_to_look=lpips_to_look, landmark_error=error,
+                                  projection_landmarks=points)
 
     def run(self, settings: ProjectionSettings = ProjectionSettings(),
             callbacks: Sequence[Callable[[StepInfo], None]] = (),
             w_init: Optional[torch.Tensor] = None) -> LandmarkProjection:
         result = project(self.nets.G, self.objective, settings, w_init=w_init, callbacks=callbacks)
-        with torch.no_grad():
-            lpips_to_look = float(self.nets.perceptual(result.image)[0])
-        error, points = self.landmarks.measure(result.image)
-        return LandmarkProjection(result=result, lpips_to_look=lpips_to_look, landmark_error=error,
-                                  projection_landmarks=points)
+        return self._finish(result)
+
+    @staticmethod
+    def run_batch(projectors: Sequence['LandmarkProjector'], settings: ProjectionSettings = ProjectionSettings(),
+                  seeds: Optional[Sequence[int]] = None, chunk_size: Optional[int] = None,
+                  callbacks: Sequence[Callable[[StepInfo], None]] = ()) -> List[LandmarkProjection]:
+        """Optimize one latent per projector together (all on the same generator); ``seeds`` default to
+        ``settings.seed`` each. Projection ``i`` equals ``projectors[i].run`` with seed ``seeds[i]``
+        to float tolerance."""
+        projectors = list(projectors)
+        if not projectors:
+            return []
+        G = projectors[0].nets.G
+        if any(p.nets.G is not G for p in projectors):
+            raise ValueError('run_batch needs projectors on one generator')
+        seeds = list(seeds) if seeds is not None else [settings.seed] * len(projectors)
+        result = project(G, per_latent([p.objective for p in projectors]), settings, seeds=seeds,
+                         chunk_size=chunk_size, callbacks=callbacks)
+        return [p._finish(result.select(i)) for i, p in enumerate(projectors)]
 
 
 class FrameRecorder:
@@ -124,12 +157,19 @@ Landmark groups for --landmark_weights, in order: """ + ', '.join(LANDMARK_GROUP
 @click.option('--landmark_weight', type=float, default=0.1, show_default=True, help='Weight of the heat-map term (landmarks); 0.01-0.05 keeps quality.')
 @click.option('--landmark_weights', default=DEFAULT_GROUP_WEIGHTS_TEXT, show_default=True, metavar='W1,..,W9', help='Nine group weights (order below).')
 @click.option('--seed', type=int, default=303, show_default=True, help='Random seed.')
-@click.option('--save_video', type=click.IntRange(0, 1), default=0, show_default=True, help='1: also write proj.mp4 of the optimization.')
+@click.option('--save_video', '--save-video', 'save_video', type=ZERO_ONE, default=0, show_default=True,
+              help='1: also write proj.mp4 of the optimization (true/false are accepted too).')
+@click.option('--d_loss', type=bool, default=False, show_default=True,
+              help=f'Add the discriminator realism term softplus(-D(x)), weighted by --d_weight '
+                   f'[{DEFAULT_D_WEIGHT:g} unless given].')
+@click.option('--d_weight', type=float, default=None, metavar='FLOAT',
+              help='Weight of the realism term; a value > 0 switches it on without --d_loss.')
 @click.option('--latent', type=click.Choice(['w', 'w+']), default='w', show_default=True, help='Optimize one w for all layers, or one per layer.')
 @click.option('--align/--no-align', default=False, show_default=True, help='FFHQ-align raw photos first (from their landmarks).')
 @detector_options
 def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_landmarks, outdir, num_steps,
-         lpips_weight, landmark_weight, landmark_weights, seed, save_video, latent, align, detector, detector_weights):
+         lpips_weight, landmark_weight, landmark_weights, seed, save_video, d_loss, d_weight, latent, align, detector,
+         detector_weights):
     """Project a face into a StyleGAN2 generator: the look of --target_look with the facial
     landmarks (expression) of --target_landmarks.
 
@@ -143,6 +183,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     if num_steps < 1:
         raise UserError(f'--num-steps must be at least 1, got {num_steps}')
     check_weights(lpips_weight=lpips_weight, landmark_weight=landmark_weight)
+    d_weight = realism_weight(d_loss, d_weight)
     group_weights = parse_group_weights(landmark_weights)
     look_raw = image_io.load_image(target_look, '--target_look')
     target_raw = image_io.load_image(target_landmarks, '--target_landmarks')
@@ -151,7 +192,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     settings = ProjectionSettings(num_steps=num_steps, latent=latent, seed=seed)
 
     with timer('load_networks'):
-        nets = load_networks(network_pkl, dev, fan_weights=fan_weights, vgg_weights=vgg_weights)
+        nets = load_networks(network_pkl, dev, fan_weights=fan_weights, vgg_weights=vgg_weights, need_D=d_weight > 0)
     with timer('prepare_targets'):
         resolution = nets.G.img_resolution
         if align:
@@ -160,7 +201,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
             look, target = (align_face(nets.fan, img, resolution, find_face) for img in (look_raw, target_raw))
         else:
             look, target = (prepare_image(img, resolution) for img in (look_raw, target_raw))
-        projector = LandmarkProjector(nets, look, target, lpips_weight, landmark_weight, group_weights)
+        projector = LandmarkProjector(nets, look, target, lpips_weight, landmark_weight, group_weights, d_weight)
         target_points = projector.landmarks.target_landmarks[0].cpu().numpy()
     out = prepare_outdir(outdir)
 
@@ -190,16 +231,17 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
         settings=dict(network=network_pkl, target_look=str(target_look), target_landmarks=str(target_landmarks),
                       outdir=str(outdir), num_steps=num_steps, lpips_weight=lpips_weight,
                       landmark_weight=landmark_weight, landmark_weights=dict(zip(LANDMARK_GROUPS, group_weights)),
-                      seed=seed, save_video=save_video, latent=latent, align=align, detector=detector,
+                      seed=seed, save_video=save_video, d_loss=d_loss, d_weight=d_weight, latent=latent, align=align, detector=detector,
                       detector_weights=detector_weights, device=str(dev),
                       fan_weights=fan_weights, vgg_weights=vgg_weights),
         optimizer=asdict(settings),
         generator=dict(resolution=resolution, num_ws=nets.G.num_ws, w_dim=nets.G.w_dim),
         face_box=asdict(projector.landmarks.box),
-        final_losses=projection.result.losses,
+        final_losses=projection.result.losses[0],
         lpips_to_look=projection.lpips_to_look,
         landmark_error=projection.landmark_error,
         loss_first_step=projection.result.history[0]['total'],
+        losses_first_step=projection.result.history[0]['losses'][0],
         loss_last_step=projection.result.history[-1]['total'],
         seconds_per_step=projection.result.seconds / num_steps,
         timings=timer.as_dict(),
@@ -210,12 +252,21 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
                f'outputs in {out}', err=True)
 
 
+def realism_weight(d_loss: bool, d_weight: Optional[float]) -> float:
+    """The realism term's weight from ``--d_loss`` and ``--d_weight`` (0: no term, D is not loaded)."""
+    if d_weight is not None:
+        check_weights(d_weight=d_weight)
+        return float(d_weight)
+    return DEFAULT_D_WEIGHT if d_loss else 0.0
+
+
 def write_outputs(out: Path, projection: LandmarkProjection, look: np.ndarray, target: np.ndarray,
                   target_points: np.ndarray) -> None:
     """proj.png, projected_w.npz, target_look.png, target_landmarks.png and summary.png (atomically)."""
     proj = image_io.to_uint8(projection.result.image[0])
     image_io.save_png(out / 'proj.png', proj)
-    image_io.save_npz(out / 'projected_w.npz', w=projection.result.ws.cpu().numpy().astype(np.float32))
+    # The latent and the noise maps proj.png was rendered with (loaders.load_projection reads both).
+    image_io.save_npz(out / 'projected_w.npz', **projection_arrays(projection.result.ws, projection.result.noise))
     image_io.save_png(out / 'target_look.png', look)
     image_io.save_png(out / 'target_landmarks.png', target)
     summary = image_io.hstack([look, draw_landmarks(target, target_points, color=(255, 64, 64)),

@@ -250,8 +250,9 @@ def test_linear_degree_ends_reproduce_latents(degree, which, latent_files, tiny_
     frames = read_video(outdir / 'morph.mp4')
     assert len(frames) == 2 and frames[0].shape[:2] == (RES, RES)
     report = read_json(outdir / 'report.json')
-    assert report['inputs']['--a'] == dict(kind='latent', path=latent_files.a)
-    assert report['inputs']['--b'] == dict(kind='latent', path=latent_files.b)
+    # These files hold no noise maps: the generator's own constant noise is used (noise_maps False).
+    assert report['inputs']['--a'] == dict(kind='latent', path=latent_files.a, noise_maps=False)
+    assert report['inputs']['--b'] == dict(kind='latent', path=latent_files.b, noise_maps=False)
     assert sorted(report['ppl']['values']) == ['linear']
     assert report['crossover_used'] == {}
 

@@ -143,3 +143,27 @@ def test_not_a_vgg_state_dict(tmp_path, vgg_weights):
     with pytest.raises(UserError) as excinfo:
         perceptual.PerceptualLoss(str(wrong))
     one_line_message(excinfo)
+
+
+def test_look_distance_holds_its_own_features(vgg_weights):
+    """distance_to keeps the looks' features in the LookDistance, not in the (shared) network."""
+    fresh = perceptual.PerceptualLoss(vgg_weights)
+    looks, images = _images(3, 32, 8), _images(2, 32, 9)
+    one = fresh.distance_to(looks[:1])
+    many = fresh.distance_to(looks)
+    assert fresh._target_feats is None                       # the network holds no target
+    with torch.no_grad():
+        torch.testing.assert_close(one(images), fresh.distance(images, looks[:1].expand_as(images)))
+        # With several looks, image j is compared with look index[j].
+        got = many(images, torch.tensor([2, 0]))
+        expected = torch.stack([fresh.distance(images[:1], looks[2:3])[0], fresh.distance(images[1:], looks[:1])[0]])
+        torch.testing.assert_close(got, expected)
+        # features / compare split distance in two.
+        torch.testing.assert_close(fresh.compare(fresh.features(images), fresh.features(looks[:2])),
+                                   fresh.distance(images, looks[:2]))
+    assert one.num_targets == 1 and many.num_targets == 3
+    with pytest.raises(ValueError):
+        many(images)                                          # 2 images for 3 looks: the index is needed
+    x = images.clone().requires_grad_(True)
+    one(x).sum().backward()
+    assert x.grad.abs().sum() > 0

@@ -60,3 +60,35 @@ def load_state_dict(path: Optional[str], url: str, option: str, what: str):
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f'{source}: not a {what} state dict')
     return state, source
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of ``module``'s first parameter (or buffer); CPU for a module holding neither.
+
+    The one device lookup of the project (instead of reaching into a particular layer such as
+    ``G.mapping.fc0.weight``): the networks are moved as a whole, so any tensor tells.
+    """
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device('cpu')
+
+
+class tf32_disabled:
+    """Context manager: TF32 off for CUDA matmuls and cuDNN convolutions, restored on exit.
+
+    As NVlabs' metrics measure perceptual path lengths: in true float32, since TF32's 10-bit
+    mantissa is far coarser than the tiny steps (``epsilon = 1e-4``) the metric differentiates.
+    Harmless on the CPU (the flags only affect CUDA).
+    """
+
+    def __enter__(self):
+        self._saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        return self
+
+    def __exit__(self, *exc):
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._saved
+        return False
