@@ -10,23 +10,27 @@ with the landmark detector's noise: each quad parameter (centre and half-diagona
 is replaced by a Gaussian-weighted local *linear* fit over neighbouring frames, which removes
 frame-to-frame noise but follows steady motion without lag, up to the first and last frame.
 
-Landmarks come from face_alignment (``detect_landmarks``): its S3FD face detector finds the
-face box (the largest face), FAN reads the 68 points inside it, and the box is refitted to
-the points. In a video the detector runs on the first frame and every later frame starts from
-the previous frame's box (a face tracker, which also steadies the box). Without a detector
-(``--detector none``, or when it finds no face) the search starts from the centred square of
-the frame, which works when the face fills a fair part of it.
+Faces are found and read by ``face_landmarks.FaceLandmarks``: the detector (S3FD) finds the
+faces, the largest is taken (``face_index`` picks another, ordered by size), and FAN reads its
+68 points in face_alignment's crop box. No face is an error ("no face found in FILE"); a face
+smaller than a quarter of the output size gives a warning that the result will be blurry. In a
+video the face is found in the first frame and followed through the others. Without a detector
+(``--detector none``) the search starts from the centred square of the frame, which works when
+the face fills a fair part of it.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
 from PIL import Image
 
-from landmark_loss import NUM_LANDMARKS, FaceBox, crop_faces, fan_heatmaps, landmarks_from_heatmaps
+import face_landmarks
+from face_landmarks import FaceChoice, FaceLandmarks, S3FD_URL, point_extent  # noqa: F401 (S3FD_URL)
+from landmark_loss import NUM_LANDMARKS, FaceBox
 
 
 # ----------------------------------------------------------------------------
@@ -167,90 +171,139 @@ def _edge_ramp(n: int, pad_lo: int, pad_hi: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------
-# Face detection (face_alignment's S3FD).
+# Aligning photos and videos (faces found and read by ``face_landmarks.FaceLandmarks``).
 
-S3FD_URL = 'https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth'
-Detector = Callable[[np.ndarray], Optional[FaceBox]]
+BLURRY_FRACTION = 0.25  # a face smaller than this fraction of the output size gets a warning
 
 
-def load_detector(weights: Optional[str] = None, device: Union[str, torch.device] = 'cpu') -> Detector:
-    """face_alignment's S3FD detector as ``detect(image uint8 [H, W, 3]) -> FaceBox or None``.
+def blurry_warning(face_size: float, output_size: int, source: str) -> Optional[str]:
+    """The warning for a face of ``face_size`` pixels enlarged to ``output_size``, or None."""
+    if face_size >= BLURRY_FRACTION * output_size:
+        return None
+    return (f'the face in {source} is only {face_size:.0f} px, under a quarter of the generator\'s resolution '
+            f'({output_size} px): the result will be blurry')
 
-    Weights come from ``weights`` (a state dict file) or S3FD's official URL (torch hub cache).
-    The box of the largest face is converted the way face_alignment frames faces for FAN:
-    side ``200/195 * (width + height)``, centre raised by 12% of the height.
+
+def _face_size(choice: FaceChoice, points: np.ndarray) -> float:
+    """A face's size in pixels: the detection's longer side, or (no detector) the landmarks' extent."""
+    return choice.detection.side if choice.detection is not None else point_extent(points)
+
+
+@dataclass
+class AlignedFace:
+    """An FFHQ-aligned photo and how its face was found."""
+    image: np.ndarray             # uint8 [output_size, output_size, 3]
+    points: np.ndarray            # [68, 2] landmarks in the source photo
+    choice: FaceChoice            # the faces found and the one taken
+    face_size: float              # pixels, in the source photo
+    warning: Optional[str] = None
+
+    def report(self) -> dict:
+        return dict(**self.choice.as_dict(), face_size=self.face_size, warning=self.warning)
+
+
+def _faces(faces, detector=None) -> FaceLandmarks:
+    """A ``FaceLandmarks``; a bare FAN module (the older call form) is wrapped with ``detector``."""
+    return faces if isinstance(faces, FaceLandmarks) else FaceLandmarks(faces, detector)
+
+
+def align_photo(faces: FaceLandmarks, image: np.ndarray, output_size: int, face_index: int = 0,
+                source: str = 'the image') -> AlignedFace:
+    """Find the face of ``uint8 [H, W, 3]`` and return its FFHQ-aligned crop and how it was found.
+
+    With a detector: the ``face_index``-th largest face (0: the largest); no face is a
+    ``UserError`` "no face found in SOURCE". A face under a quarter of ``output_size`` gives a
+    ``warning`` (the crop is enlarged more than 4x).
     """
-    from face_alignment.detection.sfd.sfd_detector import SFDDetector
-    from torch_utils import misc
-    if weights is None:
-        misc.load_state_dict(None, S3FD_URL, '--detector-weights', 'S3FD face detector weights')  # fills the cache
-    else:
-        misc.load_state_dict(weights, S3FD_URL, '--detector-weights', 'S3FD face detector weights')  # validates
-    try:
-        detector = SFDDetector(str(torch.device(device)), path_to_detector=weights)
-    except RuntimeError as exc:
-        from dnnlib.util import UserError
-        raise UserError(f'--detector-weights: not S3FD weights ({str(exc).splitlines()[0]})') from None
+    faces = _faces(faces)
+    choice = faces.find_face(image, face_index, source)
+    points, _ = faces.landmarks(image, choice.box, refinements=0 if choice.detection is not None else 2)
+    size = _face_size(choice, points)
+    return AlignedFace(align_image(image, ffhq_quad(points), output_size), points, choice, size,
+                       blurry_warning(size, output_size, source))
 
-    def detect(image: np.ndarray) -> Optional[FaceBox]:
-        with torch.no_grad():
-            boxes = detector.detect_from_image(np.array(image[:, :, :3], dtype=np.float32, copy=True))
-        boxes = [b for b in boxes if np.all(np.isfinite(b[:4])) and b[2] > b[0] and b[3] > b[1]]
-        if not boxes:
-            return None
-        x0, y0, x1, y1 = (float(v) for v in max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))[:4])
-        h, w = image.shape[:2]
-        return FaceBox(float(np.clip((x0 + x1) / 2, 0, w)), float(np.clip((y0 + y1) / 2 - 0.12 * (y1 - y0), 0, h)),
-                       float(np.clip(((x1 - x0) + (y1 - y0)) * 200.0 / 195.0, min(h, w) / 4, 2 * min(h, w))))
 
-    return detect
+def align_face(faces, image: np.ndarray, output_size: int, detector=None, face_index: int = 0,
+               source: str = 'the image', warn: Optional[Callable[[str], None]] = None) -> np.ndarray:
+    """``align_photo(...).image``; its warning (if any) goes to ``warn`` (default: a ``warning:`` line on stderr).
+
+    ``faces``: a ``FaceLandmarks``, or (older form) a FAN module with ``detector``.
+    """
+    aligned = align_photo(_faces(faces, detector), image, output_size, face_index, source)
+    if aligned.warning:
+        (warn or _warn_stderr)(aligned.warning)
+    return aligned.image
+
+
+def _warn_stderr(message: str) -> None:
+    import sys
+    print(f'warning: {message}', file=sys.stderr)
+
+
+class VideoAlignment:
+    """FFHQ alignment of a video with temporally smoothed quads (``sigma`` in frames; 0 = none).
+
+    Construction reads every frame once (``frames``: a sequence, or a callable returning a
+    fresh iterable of ``uint8 [H, W, 3]`` frames, so a video can be streamed twice instead of
+    held in memory): the face is found in the first frame (``FaceLandmarks.track``), followed
+    through the others, and the quads are smoothed. Iterating then yields the aligned frames.
+    """
+
+    def __init__(self, faces: FaceLandmarks, frames, output_size: int, sigma: float = 2.0,
+                 face_index: int = 0, source: str = 'the video', progress: bool = False):
+        from tqdm import tqdm
+        self.frames = frames
+        self.output_size = output_size
+        choices: list = []
+        quads, first_points = [], None
+        tracked = faces.track(self._open(), face_index, source, choice_out=choices)
+        for points, _ in tqdm(tracked, desc='align', unit='frame', disable=not progress, leave=False):
+            first_points = points if first_points is None else first_points
+            quads.append(ffhq_quad(points))
+        if not quads:
+            raise ValueError('no frames to align')
+        self.choice: FaceChoice = choices[0]
+        self.quads = smooth_quads(np.stack(quads), sigma)
+        self.face_size = _face_size(self.choice, first_points)
+        self.warning = blurry_warning(self.face_size, output_size, source)
+
+    def _open(self):
+        return self.frames() if callable(self.frames) else iter(self.frames)
+
+    def __len__(self) -> int:
+        return len(self.quads)
+
+    def __iter__(self):
+        for frame, quad in zip(self._open(), self.quads):
+            yield align_image(frame, quad, self.output_size)
+
+    def report(self) -> dict:
+        return dict(**self.choice.as_dict(), face_size=self.face_size, warning=self.warning)
+
+
+def align_sequence(faces, frames, output_size: int, sigma: float = 2.0, progress: bool = False,
+                   detector=None, face_index: int = 0, source: str = 'the video') -> list:
+    """Every frame of a video, FFHQ-aligned with temporally smoothed quads (``VideoAlignment``), as a list."""
+    return list(VideoAlignment(_faces(faces, detector), frames, output_size, sigma, face_index, source, progress))
 
 
 # ----------------------------------------------------------------------------
-# Landmarks from FAN.
+# Deprecated names (kept for callers in other modules; use ``face_landmarks.FaceLandmarks``).
 
-@torch.no_grad()
+def load_detector(weights: Optional[str] = None, device: Union[str, torch.device] = 'cpu'):
+    """Deprecated: ``face_landmarks.load_s3fd``."""
+    return face_landmarks.load_s3fd(weights, device)
+
+
 def detect_landmarks(fan: torch.nn.Module, image: np.ndarray, box: Optional[FaceBox] = None,
-                     refinements: int = 2, detector: Optional[Detector] = None) -> tuple:
-    """68 landmarks ``[68, 2]`` (image pixels) of the face in ``uint8 [H, W, 3]``, and the box used.
+                     refinements: int = 2, detector=None) -> tuple:
+    """Deprecated: ``FaceLandmarks(fan, detector).landmarks(image, box, refinements)`` -> ``(points [68, 2], box)``.
 
-    FAN runs on ``box``; without one, on the ``detector``'s box, or on the centred square of
-    the image when there is no detector or it finds no face. The box is then refitted to the
-    landmarks ``refinements`` times.
+    Without a box or a detector the search starts from the centred square; the box returned is
+    the last one refitted to the landmarks (``refinements`` times).
     """
-    device = next(fan.parameters()).device
-    h, w = image.shape[:2]
-    x = torch.from_numpy(np.array(image, copy=True)).to(device=device, dtype=torch.float32)
-    x = x.permute(2, 0, 1)[None] / 127.5 - 1
-    if box is None and detector is not None:
-        box = detector(image)
-    box = box or FaceBox(w / 2, h / 2, float(min(h, w)))
-    points = None
-    for _ in range(refinements + 1):
-        hm = fan_heatmaps(fan, crop_faces(x, box))
-        points = landmarks_from_heatmaps(hm, box)[0].cpu().numpy()
-        box = FaceBox.from_landmarks(points, w, h)
-    return points, box
-
-
-def align_face(fan: torch.nn.Module, image: np.ndarray, output_size: int,
-               detector: Optional[Detector] = None) -> np.ndarray:
-    """Detect the landmarks of a photo and return its FFHQ-aligned crop ``[output_size, output_size, 3]``."""
-    points, _ = detect_landmarks(fan, image, detector=detector)
-    return align_image(image, ffhq_quad(points), output_size)
-
-
-def align_sequence(fan: torch.nn.Module, frames: Sequence[np.ndarray], output_size: int, sigma: float = 2.0,
-                   progress: bool = False, detector: Optional[Detector] = None) -> list:
-    """Align every frame of a video with temporally smoothed quads (``sigma`` in frames; 0 = none).
-
-    The detector (if any) finds the face in the first frame; later frames start from the
-    previous frame's box.
-    """
-    from tqdm import tqdm
-    quads, box = [], None
-    for frame in tqdm(frames, desc='align', unit='frame', disable=not progress, leave=False):
-        points, box = detect_landmarks(fan, frame, box, detector=detector)
-        quads.append(ffhq_quad(points))
-    quads = smooth_quads(np.stack(quads), sigma)
-    return [align_image(frame, quad, output_size) for frame, quad in zip(frames, quads)]
+    faces = FaceLandmarks(fan, detector)
+    if box is None:
+        box = faces.find_face(image).box
+    points, box = faces.landmarks(image, box, refinements=refinements)
+    return points, FaceBox.from_landmarks(points, image.shape[1], image.shape[0])

@@ -9,14 +9,15 @@ into heat maps ``[N, 68, 64, 64]``. The loss between an image ``x`` and a landma
 the square root of the sum of squares over all landmarks and heat-map pixels, with ``Wg`` the
 per-landmark weight from nine landmark groups.
 
-What FAN sees: FAN was trained on face crops whose scale follows a face box. The original
-tool fed it the whole image; here FAN sees a 256x256 crop of the face region, taken with
-``grid_sample`` (differentiable) using *one* box for the target and for every synthesized
-image. The box comes from the target: FAN first runs on the whole target image, and the box
-is then fitted to the landmarks it finds, the way face_alignment frames a detected face
-(box side ``200/195 * (width + height)`` of the landmarks' extent, centre raised by 12% of
-the height). Since projections are FFHQ-aligned faces of the same geometry, the target's box
-frames them too, and the loss compares heat maps in one coordinate frame.
+What FAN sees: FAN was trained on face crops framed by a detected face box. Here FAN sees a
+256x256 crop of the face region (``crop_faces``, differentiable), taken with *one* box for a
+target and for every synthesized image compared with it. The box follows face_alignment's rule
+from the face detector's box (side ``200 * (w + h) / 195``, centre raised by ``0.12 * h``; see
+``face_landmarks``); without a detector it is fitted to the landmarks FAN finds on the target
+(``FaceBox.from_landmarks``). When the crop reduces (a 1024x1024 face read at 256x256 is a 4x
+reduction), the image is first reduced with an antialiased (triangle-filter) resize, so every
+pixel of the face contributes to the crop and gets a gradient, and the heat maps do not alias;
+the original tool area-downsampled the whole image to 256x256 for the same reason.
 
 Coordinates are continuous pixel coordinates of the image: pixel ``i`` covers ``[i, i+1)``.
 """
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -135,9 +136,12 @@ class FaceBox:
 
     @staticmethod
     def from_landmarks(points: np.ndarray, image_width: int, image_height: Optional[int] = None) -> 'FaceBox':
-        """The box face_alignment would use for a face with these ``[68, 2]`` landmarks.
+        """A FAN box fitted to ``[68, 2]`` landmarks: face_alignment's rule applied to their extent.
 
-        The side is clamped to ``[S/4, 2S]`` (``S`` the image's shorter side) and the centre to
+        The fallback when no detector box is at hand (``--detector none``, a tracked video
+        frame): the landmarks' extent is smaller than a detector's box, so this box is tighter
+        than the one face_alignment would take (``face_landmarks.Detection.fan_box``). The side
+        is clamped to ``[S/4, 2S]`` (``S`` the image's shorter side) and the centre to
         the image, so that even meaningless landmarks (an untrained FAN) give a usable box.
         """
         image_height = image_width if image_height is None else image_height
@@ -151,18 +155,46 @@ class FaceBox:
         return FaceBox(cx, cy, size)
 
 
-def crop_faces(images: torch.Tensor, box: FaceBox, out_size: int = CROP_SIZE) -> torch.Tensor:
+BoxArg = Union[FaceBox, Sequence[FaceBox]]
+
+
+def _box_list(box: BoxArg, n: int) -> List[FaceBox]:
+    boxes = [box] * n if isinstance(box, FaceBox) else list(box)
+    if len(boxes) != n:
+        raise ValueError(f'{len(boxes)} boxes for {n} images')
+    return boxes
+
+
+def crop_faces(images: torch.Tensor, box: BoxArg, out_size: int = CROP_SIZE) -> torch.Tensor:
     """Differentiable square crop: ``[N, 3, H, W]`` in ``[-1, 1]`` -> ``[N, 3, out, out]`` in ``[0, 1]``.
 
-    Bilinear sampling; parts of the box outside the image are black. ``H`` and ``W`` may differ.
+    ``box``: one ``FaceBox`` for all images, or one per image. Bilinear sampling; when the box
+    is larger than ``out_size`` pixels (the crop reduces), the image is first reduced by the
+    same factor with an antialiased resize (``F.interpolate(..., antialias=True)``: a triangle
+    filter as wide as the reduction), so that the sampling runs at about one pixel per pixel.
+    Parts of the box outside the image are black. ``H`` and ``W`` may differ.
     """
+    misc.assert_shape(images, [None, None, None, None])
+    boxes = _box_list(box, images.shape[0])
+    if all(b == boxes[0] for b in boxes[1:]):
+        return _crop(images, boxes[0], out_size)
+    return torch.cat([_crop(images[i:i + 1], b, out_size) for i, b in enumerate(boxes)])
+
+
+def _crop(images: torch.Tensor, box: FaceBox, out_size: int) -> torch.Tensor:
     n, c, h, w = images.shape
+    x = (images + 1) / 2
+    reduction = box.size / out_size  # image pixels per crop pixel
+    if reduction > 1 + 1e-6:
+        # The reduced image covers the same extent, so the crop's normalized grid below is unchanged.
+        size = (max(1, int(round(h / reduction))), max(1, int(round(w / reduction))))
+        x = F.interpolate(x, size=size, mode='bilinear', antialias=True, align_corners=False)
     theta = torch.tensor([[box.size / w, 0, 2 * box.cx / w - 1],
-                          [0, box.size / h, 2 * box.cy / h - 1]], dtype=images.dtype, device=images.device)
+                          [0, box.size / h, 2 * box.cy / h - 1]], dtype=x.dtype, device=x.device)
     grid = F.affine_grid(theta[None].expand(n, 2, 3), [n, c, out_size, out_size], align_corners=False)
     # Border padding keeps the image's own edge pixels inside it (zero padding would darken a
     # half-pixel ring); outside the image the crop is then set to black, as FAN's crops are.
-    crops = F.grid_sample((images + 1) / 2, grid, mode='bilinear', padding_mode='border', align_corners=False)
+    crops = F.grid_sample(x, grid, mode='bilinear', padding_mode='border', align_corners=False)
     inside = (grid.abs() <= 1).all(dim=-1, keepdim=True).permute(0, 3, 1, 2)
     return crops * inside.to(crops.dtype)
 
@@ -188,11 +220,12 @@ def heatmap_loss(heatmaps: torch.Tensor, target_heatmaps: torch.Tensor, point_we
     return torch.where(positive, torch.where(positive, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
 
 
-def landmarks_from_heatmaps(heatmaps: torch.Tensor, box: FaceBox) -> torch.Tensor:
+def landmarks_from_heatmaps(heatmaps: torch.Tensor, box: BoxArg) -> torch.Tensor:
     """Landmark positions ``[N, 68, 2]`` (x, y image pixels) from heat maps ``[N, 68, h, w]``.
 
     Arg-max, moved a quarter pixel towards the larger neighbour in x and y (sub-pixel
-    refinement), taken at the pixel centre, then mapped from the heat-map grid through the box.
+    refinement), taken at the pixel centre, then mapped from the heat-map grid through the box
+    (one for all, or one per sample).
     """
     hm = heatmaps.detach().float()
     n, k, h, w = hm.shape
@@ -206,8 +239,11 @@ def landmarks_from_heatmaps(heatmaps: torch.Tensor, box: FaceBox) -> torch.Tenso
     dy = gather(yi + 1, xi) - gather(yi - 1, xi)
     pts = pts + 0.25 * torch.stack([dx.sign(), dy.sign()], dim=-1) * inner[..., None]
     pts = pts + 0.5
-    scale = box.size / w
-    return torch.stack([box.cx + (pts[..., 0] - w / 2) * scale, box.cy + (pts[..., 1] - h / 2) * scale], dim=-1)
+    boxes = _box_list(box, n)
+    cx, cy, size = (torch.tensor([[getattr(b, a)] for b in boxes], dtype=pts.dtype, device=pts.device)
+                    for a in ('cx', 'cy', 'size'))
+    scale = size / w
+    return torch.stack([cx + (pts[..., 0] - w / 2) * scale, cy + (pts[..., 1] - h / 2) * scale], dim=-1)
 
 
 def landmark_error(points: torch.Tensor, target_points: torch.Tensor) -> torch.Tensor:
@@ -236,52 +272,114 @@ def draw_landmarks(image: np.ndarray, points, color=(0, 255, 0)) -> np.ndarray:
 
 
 class LandmarkLoss(torch.nn.Module):
-    """The heat-map loss against one landmark target image.
+    """The heat-map loss against ``T`` landmark target images (one, or one per video frame).
 
-    ``target``: ``[1, 3, R, R]`` in ``[-1, 1]``. The face box and the target's heat maps are
-    computed once, without gradients, from the clean target. ``forward(images [N, 3, R, R])``
-    returns ``[N]`` and keeps the heat maps it computed in ``last_heatmaps`` (detached), so
-    progress reports and video frames can read the landmarks without running FAN again.
+    ``faces``: a ``face_landmarks.FaceLandmarks`` (FAN and detector), or a bare FAN module.
+    ``targets``: ``[T, 3, H, W]`` in ``[-1, 1]``, or an iterable of ``[k, 3, H, W]`` pieces (only
+    their heat maps are kept). ``boxes``: the FAN crop box of each target
+    (one for all, or one per target; default: ``FaceLandmarks.face_box`` of each target). The
+    boxes and the targets' heat maps are computed once, without gradients, from the clean
+    targets; a synthesized image compared with target ``t`` is cropped with target ``t``'s box.
+
+    ``forward(images [b, 3, H, W], index=None) -> [b]``: ``index`` (``[b]`` ints) says which
+    target each image is compared with; without it, all images use target 0 when ``T == 1``,
+    and image ``i`` uses target ``i`` when ``b == T``. The heat maps it computed are kept in
+    ``last_heatmaps`` (detached, with ``last_index``), so progress reports and video frames can
+    read the landmarks without running FAN again.
     """
 
-    def __init__(self, fan: torch.nn.Module, target: torch.Tensor,
-                 group_weights: Sequence[float] = DEFAULT_GROUP_WEIGHTS, box: Optional[FaceBox] = None):
+    def __init__(self, faces, targets: Union[torch.Tensor, Iterable[torch.Tensor]],
+                 group_weights: Sequence[float] = DEFAULT_GROUP_WEIGHTS,
+                 boxes: Union[None, FaceBox, Sequence[FaceBox]] = None, box: Optional[FaceBox] = None,
+                 chunk_size: int = 8):
         super().__init__()
-        misc.assert_shape(target, [1, 3, None, None])
-        self.fan = fan
-        self.resolution = int(target.shape[-1])
-        self.register_buffer('point_weights', landmark_weight_vector(group_weights).to(target.device))
+        from face_landmarks import FaceLandmarks
+        self.faces = faces if isinstance(faces, FaceLandmarks) else FaceLandmarks(faces)
+        self.fan = self.faces.fan
+        boxes = box if boxes is None else boxes
+        # ``targets``: a tensor, or an iterable of ``[k, 3, H, W]`` tensors (e.g. video frames read
+        # one at a time), so that only heat maps, not all target images, are held.
+        pieces = ([targets[t:t + chunk_size] for t in range(0, targets.shape[0], chunk_size)]
+                  if isinstance(targets, torch.Tensor) else targets)
+        given = None if boxes is None else ([boxes] if isinstance(boxes, FaceBox) else list(boxes))
+        found: List[FaceBox] = []
+        maps, first = [], None
         with torch.no_grad():
-            if box is None:
-                first = fan_heatmaps(fan, crop_faces(target, FaceBox.full(self.resolution)))
-                points = landmarks_from_heatmaps(first, FaceBox.full(self.resolution))[0].cpu().numpy()
-                box = FaceBox.from_landmarks(points, self.resolution)
-            self.box = box
-            self.register_buffer('target_heatmaps', self.heatmaps(target).detach())
-        self.target_landmarks = landmarks_from_heatmaps(self.target_heatmaps, box)  # [1, 68, 2]
+            for piece in pieces:
+                misc.assert_shape(piece, [None, 3, None, None])
+                first = piece if first is None else first
+                k = piece.shape[0]
+                if given is None:
+                    piece_boxes = [self.faces.face_box(piece[j:j + 1]) for j in range(k)]
+                elif len(given) == 1:
+                    piece_boxes = given * k
+                else:
+                    piece_boxes = given[len(found):len(found) + k]
+                    if len(piece_boxes) != k:
+                        raise ValueError(f'{len(given)} boxes for more targets')
+                found += piece_boxes
+                maps.append(self.faces.heatmaps(piece, piece_boxes).detach())
+        if first is None:
+            raise ValueError('no landmark targets')
+        self.num_targets = len(found)
+        if given is not None and len(given) not in (1, self.num_targets):
+            raise ValueError(f'{len(given)} boxes for {self.num_targets} targets')
+        self.boxes: List[FaceBox] = found
+        self.resolution = int(first.shape[-1])
+        self.register_buffer('point_weights', landmark_weight_vector(group_weights).to(first.device))
+        self.register_buffer('target_heatmaps', torch.cat(maps))
+        self.target_landmarks = landmarks_from_heatmaps(self.target_heatmaps, self.boxes)  # [T, 68, 2]
         self.last_heatmaps: Optional[torch.Tensor] = None
+        self.last_index: Optional[torch.Tensor] = None
 
-    def heatmaps(self, images: torch.Tensor) -> torch.Tensor:
-        return fan_heatmaps(self.fan, crop_faces(images, self.box))
+    @property
+    def box(self) -> FaceBox:
+        """The first target's box (the only one for a single target)."""
+        return self.boxes[0]
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        hm = self.heatmaps(images)
-        self.last_heatmaps = hm.detach()
-        return heatmap_loss(hm, self.target_heatmaps, self.point_weights)
+    def _index(self, n: int, index) -> torch.Tensor:
+        if index is None:
+            if self.num_targets == 1:
+                return torch.zeros(n, dtype=torch.long)
+            if n != self.num_targets:
+                raise ValueError(f'{n} images for {self.num_targets} targets: pass index')
+            return torch.arange(n)
+        index = torch.as_tensor(index, dtype=torch.long).reshape(-1).cpu()
+        if len(index) != n:
+            raise ValueError(f'index has {len(index)} entries for {n} images')
+        return index
 
-    def landmarks(self, heatmaps: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def heatmaps(self, images: torch.Tensor, index=None) -> torch.Tensor:
+        idx = self._index(images.shape[0], index)
+        return self.faces.heatmaps(images, [self.boxes[i] for i in idx.tolist()])
+
+    def forward(self, images: torch.Tensor, index=None) -> torch.Tensor:
+        idx = self._index(images.shape[0], index)
+        hm = self.faces.heatmaps(images, [self.boxes[i] for i in idx.tolist()])
+        self.last_heatmaps, self.last_index = hm.detach(), idx
+        return heatmap_loss(hm, self.target_heatmaps[idx.to(self.target_heatmaps.device)], self.point_weights)
+
+    def landmarks(self, heatmaps: Optional[torch.Tensor] = None, index=None) -> torch.Tensor:
         """Landmarks ``[N, 68, 2]`` of ``heatmaps`` (default: those of the last forward)."""
-        hm = self.last_heatmaps if heatmaps is None else heatmaps
-        if hm is None:
-            raise RuntimeError('no heat maps yet: call forward() first')
-        return landmarks_from_heatmaps(hm, self.box)
+        if heatmaps is None:
+            if self.last_heatmaps is None:
+                raise RuntimeError('no heat maps yet: call forward() first')
+            heatmaps, index = self.last_heatmaps, self.last_index
+        idx = self._index(heatmaps.shape[0], index)
+        return landmarks_from_heatmaps(heatmaps, [self.boxes[i] for i in idx.tolist()])
 
     @torch.no_grad()
-    def measure(self, image: torch.Tensor) -> Tuple[float, np.ndarray]:
-        """Normalized landmark error and landmarks ``[68, 2]`` of one image ``[1, 3, R, R]`` (FAN runs once)."""
-        hm = self.heatmaps(image)
-        return float(self.error(hm)[0]), self.landmarks(hm)[0].cpu().numpy()
+    def measure(self, image: torch.Tensor, index: int = 0) -> Tuple[float, np.ndarray]:
+        """Normalized landmark error and landmarks ``[68, 2]`` of one image ``[1, 3, H, W]`` against target ``index``."""
+        hm = self.heatmaps(image, [index])
+        return float(self.error(hm, [index])[0]), self.landmarks(hm, [index])[0].cpu().numpy()
 
-    def error(self, heatmaps: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Normalized landmark error ``[N]`` of ``heatmaps`` (default: the last forward) to the target."""
-        return landmark_error(self.landmarks(heatmaps), self.target_landmarks)
+    def error(self, heatmaps: Optional[torch.Tensor] = None, index=None) -> torch.Tensor:
+        """Normalized landmark error ``[N]`` of ``heatmaps`` (default: the last forward) to their targets."""
+        if heatmaps is None:
+            if self.last_heatmaps is None:
+                raise RuntimeError('no heat maps yet: call forward() first')
+            heatmaps, index = self.last_heatmaps, self.last_index
+        idx = self._index(heatmaps.shape[0], index)
+        points = self.landmarks(heatmaps, idx)
+        return landmark_error(points, self.target_landmarks[idx.to(self.target_landmarks.device)].to(points.device))

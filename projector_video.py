@@ -1,28 +1,58 @@
 """Animate a face from a driving video by projecting every frame's landmarks (no training).
 
-For driving frame ``i`` a W+ latent ``w_i`` minimizes
+Frame ``i`` of ``N`` gets a W+ latent ``w_i``. ``dist`` is the latent distance
+(``--latent_distance``: the original's Charbonnier sum ``sum(sqrt((a - b)^2 + 1e-6))`` by
+default, or the L2 norm); ``HL`` the heat-map loss against driving frame ``i``.
 
-* identity mode: ``l1 * LPIPS(look, x_i) + l2 * HL(x_i, frame_i) + l3 * ||w_i - w_{i-1}||``
-* free mode:     ``l2 * HL(x_i, frame_i) + l3 * ||w_i - w_{i-1}|| + l4 * ||w_i - w_avg||``
+``--schedule sequential`` (default): one frame after the other, each warm-started from the
+previous one:
 
-(+ ``d_weight * softplus(-D(x_i))`` when asked). ``w_0`` starts at ``w_avg`` and runs
-``--num-steps-first`` steps with the noise maps optimized; every later frame starts at the
-previous latent, runs ``--num-steps`` steps and keeps frame 0's noise maps. Subframes between
-neighbours are rendered from linearly interpolated latents.
+* identity mode: ``lpips_weight * LPIPS(look, x_i) + landmark_weight * HL_i + smoothness * dist(w_i, w_{i-1})``
+  (+ ``fidelity * dist(w_i, w_0)`` when ``--fidelity_weight`` > 0);
+* free mode: ``landmark_weight * HL_i + smoothness * dist(w_i, w_{i-1}) + fidelity * dist(w_i, w_avg)``.
+
+``w_0`` starts at ``w_avg`` and runs ``--num-steps-first`` steps with the noise maps optimized;
+every later frame starts at the previous latent, runs ``--num-steps`` steps and keeps frame 0's
+noise maps.
+
+``--schedule joint`` (the original's ``projector_video_parallel_v2.py``): stage 1 projects the
+look alone (LPIPS only, noise maps optimized) for ``--num-steps-first`` steps; stage 2 starts
+every frame from that latent ``w_look`` and optimizes all ``N`` latents together for
+``--num-steps`` steps, with one set of noise maps shared by all frames (optimized, as in the
+original):
+
+    noise_reg + (1/N) * [ sum_i (lpips_weight_second * LPIPS(look, x_i) + landmark_weight * HL_i)
+                          + smoothness * dist(w_{1..N-1}, w_{0..N-2}) + fidelity * dist(w, w_look) ]
+
+(the ``1/N`` covers every term, as in the original code). Frames are evaluated in chunks of
+``--batch-size`` with their gradients accumulated, one Adam step per pass, so memory stays
+bounded whatever ``N`` is. In free mode there is no stage 1: the frames start at ``w_avg``,
+which is also the fidelity anchor.
+
+Either way ``+ d_weight * softplus(-D(x_i))`` is added per frame when asked (``--d_loss`` /
+``--d_weight``). Subframes between neighbours are rendered from linearly interpolated latents.
 
 Each finished frame is saved at once (``frames/frame_NNNNN.png`` and ``.npz``), so running the
-same command again continues after the last finished frame; the videos are assembled from
-what is on disk.
+same command again continues after the last finished frame (joint mode: after stage 1, or with
+every frame done); the videos are assembled from what is on disk. ``latents.npz`` holds the
+latents and the noise maps they were rendered with, keyed by buffer name: loading both and
+synthesizing with ``noise_mode='const'`` reproduces the frames.
+
+Python: ``animate(nets, driving, settings, look=...)`` returns the frames, latents and report;
+``main`` is its command line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import click
 import numpy as np
@@ -30,73 +60,169 @@ import torch
 
 import image_io
 from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, check_weights, detector_options, environment,
-                        load_face_detector, network_options, pick_device, prepare_outdir, run)
+                        network_options, pick_device, prepare_outdir, run)
 from dnnlib.util import UserError
-from landmark_loss import DEFAULT_GROUP_WEIGHTS, DEFAULT_GROUP_WEIGHTS_TEXT, LANDMARK_GROUPS, LandmarkLoss, draw_landmarks, parse_group_weights
+from face_landmarks import FaceLandmarks
+from landmark_loss import (DEFAULT_GROUP_WEIGHTS, DEFAULT_GROUP_WEIGHTS_TEXT, LANDMARK_GROUPS, LandmarkLoss,
+                           draw_landmarks, parse_group_weights)
 from loaders import Networks, load_networks
-from objectives import fidelity_term, look_and_landmarks, realism_term, smoothness_term
-from optimization import ProjectionSettings, project, w_stats
+from objectives import (DEFAULT_D_WEIGHT, DEFAULT_FIDELITY_WEIGHT, DEFAULT_LATENT_DISTANCE, DEFAULT_SMOOTHNESS_WEIGHT,
+                        LATENT_DISTANCES, latent_distance, look_and_landmarks, neighbour_distance, realism_term)
+from optimization import ProjectionSettings, noise_buffer_names, project, synthesize, w_stats
+from torch_utils import misc
 
 FRAME_NAME = 'frame_{:05d}'
+OUTPUT_FILES = ('animation.mp4', 'side_by_side.mp4', 'latents.npz', 'report.json')
+SCHEDULES = ('sequential', 'joint')
+# Default weights of the latent terms per distance: the Charbonnier sum is the original's form and
+# takes its smoothness weight; the L2 norm (a much smaller number) takes the weights it had here before.
+L2_DEFAULT_WEIGHT = 0.05
 
+
+# ----------------------------------------------------------------------------
+# Settings.
 
 @dataclass
 class AnimationSettings:
-    mode: str = 'identity'               # 'identity' or 'free'
-    num_steps_first: int = 300
-    num_steps: int = 50
+    """What an animation optimizes. ``None`` weights take their defaults (``resolved``)."""
+    mode: str = 'identity'               # 'identity' (a look) or 'free' (landmarks only)
+    schedule: str = 'sequential'         # 'sequential' or 'joint'
+    num_steps_first: int = 300           # frame 0 (sequential) / the look alone (joint stage 1)
+    num_steps: int = 50                  # every later frame (sequential) / all frames together (joint stage 2)
     lpips_weight: float = 1.0
+    lpips_weight_second: Optional[float] = None  # joint stage 2's LPIPS weight [default: lpips_weight]
     landmark_weight: float = 0.1
     landmark_weights: tuple = DEFAULT_GROUP_WEIGHTS
-    smoothness_weight: float = 0.05
-    fidelity_weight: float = 0.05
+    latent_distance: str = DEFAULT_LATENT_DISTANCE  # 'charbonnier' or 'l2'
+    smoothness_weight: Optional[float] = None    # [0.005 charbonnier, 0.05 l2]
+    fidelity_weight: Optional[float] = None      # [identity: 0; free: as smoothness]
     d_weight: float = 0.0
+    batch_size: int = 4                  # joint: frames synthesized and evaluated at a time
     seed: int = 303
+
+    def resolved(self) -> 'AnimationSettings':
+        """A copy with every default filled in (see ``default_latent_weights``)."""
+        smoothness, fidelity = default_latent_weights(self.latent_distance, self.mode)
+        return replace(self,
+                       lpips_weight_second=self.lpips_weight if self.lpips_weight_second is None
+                       else self.lpips_weight_second,
+                       smoothness_weight=smoothness if self.smoothness_weight is None else self.smoothness_weight,
+                       fidelity_weight=fidelity if self.fidelity_weight is None else self.fidelity_weight,
+                       landmark_weights=tuple(parse_group_weights(self.landmark_weights)))
 
     def validate(self) -> None:
         if self.mode not in ('identity', 'free'):
             raise UserError(f"--mode must be 'identity' or 'free', got {self.mode!r}")
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.latent_distance not in LATENT_DISTANCES:
+            raise UserError(f"--latent_distance must be one of {', '.join(LATENT_DISTANCES)}, "
+                            f"got {self.latent_distance!r}")
         if self.num_steps_first < 1 or self.num_steps < 1:
             raise UserError('--num-steps-first and --num-steps must be at least 1')
-        check_weights(**{name: getattr(self, name) for name in ('lpips_weight', 'landmark_weight',
-                                                                 'smoothness_weight', 'fidelity_weight', 'd_weight')})
+        if self.batch_size < 1:
+            raise UserError(f'--batch-size must be at least 1, got {self.batch_size}')
+        s = self.resolved()
+        check_weights(**{name: getattr(s, name) for name in (
+            'lpips_weight', 'lpips_weight_second', 'landmark_weight', 'smoothness_weight', 'fidelity_weight',
+            'd_weight')})
 
 
-def frame_objective(nets: Networks, settings: AnimationSettings, landmarks: LandmarkLoss,
-                    w_prev: Optional[torch.Tensor], w_avg: torch.Tensor):
-    """The objective of one frame (see the module docstring)."""
-    s = settings
+def default_latent_weights(distance: str, mode: str):
+    """``(smoothness, fidelity)`` defaults for a latent distance and a mode.
+
+    Charbonnier (the original's form): smoothness 0.005 (the original's); fidelity 0 in identity
+    mode (the original's), and in free mode (which the original does not have) as smoothness.
+    L2: 0.05 for both where they are on.
+    """
+    smoothness = DEFAULT_SMOOTHNESS_WEIGHT if distance == 'charbonnier' else L2_DEFAULT_WEIGHT
+    fidelity = DEFAULT_FIDELITY_WEIGHT if mode == 'identity' else smoothness
+    return smoothness, fidelity
+
+
+def realism_weight(d_loss: bool, d_weight: Optional[float]) -> float:
+    """The realism term's weight from ``--d_loss`` and ``--d_weight`` (as ``projector.py``): 0 switches it off."""
+    if d_weight is not None:
+        check_weights(d_weight=d_weight)
+        return float(d_weight)
+    return DEFAULT_D_WEIGHT if d_loss else 0.0
+
+
+# ----------------------------------------------------------------------------
+# Objectives.
+
+def frame_objective(look_distance, settings: AnimationSettings, landmarks, w_prev: Optional[torch.Tensor],
+                    anchor: Optional[torch.Tensor], D=None):
+    """The objective of one frame in the sequential schedule (see the module docstring).
+
+    ``look_distance``: LPIPS to the look (identity mode), e.g. ``nets.perceptual.distance_to(look)``;
+    ``landmarks``: the frame's heat-map loss; ``w_prev``: the previous frame's latent (None for
+    frame 0); ``anchor``: the fidelity anchor (free: ``w_avg``; identity: ``w_0``, None for frame 0).
+    """
+    s = settings.resolved()
+    dist = latent_distance(s.latent_distance)
 
     def extra(image: torch.Tensor, ws: torch.Tensor) -> Dict[str, torch.Tensor]:
         terms = {}
         if w_prev is not None and s.smoothness_weight:
-            terms['smoothness'] = s.smoothness_weight * smoothness_term(ws, w_prev)
-        if s.mode == 'free' and s.fidelity_weight:
-            terms['fidelity'] = s.fidelity_weight * fidelity_term(ws, w_avg)
+            terms['smoothness'] = s.smoothness_weight * dist(ws, w_prev)
+        if anchor is not None and s.fidelity_weight:
+            terms['fidelity'] = s.fidelity_weight * dist(ws, anchor)
         if s.d_weight:
-            terms['realism'] = s.d_weight * realism_term(nets.D, image)
-        return terms
+            terms['realism'] = s.d_weight * realism_term(D, image)
+        return {name: value.reshape(-1) for name, value in terms.items()}
 
     lpips_weight = s.lpips_weight if s.mode == 'identity' else 0.0
-    return look_and_landmarks(nets.perceptual, landmarks, lpips_weight, s.landmark_weight, extra=extra)
+    return look_and_landmarks(look_distance, landmarks, lpips_weight, s.landmark_weight, extra=extra)
 
+
+def joint_objectives(look_distance, settings: AnimationSettings, landmarks, anchor: torch.Tensor, num_frames: int,
+                     D=None):
+    """``(objective, latent_objective)`` of the joint schedule's stage 2 (see the module docstring).
+
+    ``landmarks``: a ``LandmarkLoss`` with one target per frame; ``anchor``: the fidelity anchor
+    ``[1, num_ws or 1, w_dim]`` (the stage-1 latent, or ``w_avg`` in free mode).
+    """
+    s = settings.resolved()
+    nf = 1.0 / num_frames
+    dist = latent_distance(s.latent_distance)
+
+    def extra(image: torch.Tensor, ws: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return {'realism': nf * s.d_weight * realism_term(D, image)} if s.d_weight else {}
+
+    lpips_weight = s.lpips_weight_second if s.mode == 'identity' else 0.0
+    objective = look_and_landmarks(look_distance, landmarks, nf * lpips_weight, nf * s.landmark_weight, extra=extra)
+
+    def latent_objective(ws: torch.Tensor) -> Dict[str, torch.Tensor]:
+        terms = {}
+        if s.smoothness_weight and ws.shape[0] > 1:
+            terms['smoothness'] = nf * s.smoothness_weight * neighbour_distance(ws, dist)
+        if s.fidelity_weight:
+            terms['fidelity'] = nf * s.fidelity_weight * dist(ws, anchor.expand(1, ws.shape[1], ws.shape[2]))
+        return terms
+
+    return objective, latent_objective
+
+
+# ----------------------------------------------------------------------------
+# The run's folder.
 
 class AnimationRun:
     """One animation in ``outdir``: the finished frames on disk, and the frames still to do.
 
-    Layout: ``driving/`` (aligned driving frames as used), ``frames/`` (one PNG and one NPZ per
-    finished frame: latent, losses, landmarks), ``state/`` (frame 0's noise maps and the run's
+    Layout: ``driving/`` (aligned driving frames as used, and ``faces.json``: how the face was
+    found), ``frames/`` (one PNG and one NPZ per finished frame: latent, losses, landmarks),
+    ``state/`` (the noise maps by buffer name, the joint schedule's stage-1 latent, and the run's
     settings, which a resumed run must match).
     """
 
     def __init__(self, outdir: Path, fingerprint: dict):
-        self.outdir = outdir
+        self.outdir = Path(outdir)
         self.fingerprint = fingerprint
-        self.driving_dir = outdir / 'driving'
-        self.frames_dir = outdir / 'frames'
-        self.state_dir = outdir / 'state'
+        self.driving_dir = self.outdir / 'driving'
+        self.frames_dir = self.outdir / 'frames'
+        self.state_dir = self.outdir / 'state'
 
-    # --- state on disk -------------------------------------------------------------------
     def existing_fingerprint(self) -> Optional[dict]:
         path = self.state_dir / 'run.json'
         if not path.is_file():
@@ -106,16 +232,27 @@ class AnimationRun:
         except (OSError, ValueError):
             return None
 
-    def start(self, resume: bool) -> int:
-        """Prepare the folders; return the number of frames already finished (0 when starting over)."""
+    def check(self, resume: bool) -> bool:
+        """Whether the finished work in ``outdir`` is reused (nothing is changed here)."""
         existing = self.existing_fingerprint()
         if existing is not None and resume and existing != self.fingerprint:
             changed = sorted(k for k in set(existing) | set(self.fingerprint) if existing.get(k) != self.fingerprint.get(k))
             raise UserError(f'{self.outdir} holds an animation made with other settings ({", ".join(changed)}); '
                             f'pass --no-resume to start over, or choose another --outdir')
-        if existing is None or not resume:
+        return existing is not None and resume
+
+    def start(self, resume: bool) -> int:
+        """Prepare the folders; return the number of frames already finished (0 when starting over).
+
+        Starting over (``resume=False``, or no earlier run here) removes the earlier run's
+        folders and outputs first, so nothing of it is left whatever happens next.
+        """
+        if not self.check(resume):
             for folder in (self.driving_dir, self.frames_dir, self.state_dir):
                 shutil.rmtree(folder, ignore_errors=True)
+            for name in OUTPUT_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    (self.outdir / name).unlink()
         for folder in (self.driving_dir, self.frames_dir, self.state_dir):
             folder.mkdir(parents=True, exist_ok=True)
         image_io.save_json(self.state_dir / 'run.json', self.fingerprint)
@@ -128,34 +265,68 @@ class AnimationRun:
             count += 1
         return count
 
+    # --- frames ------------------------------------------------------------------------------
+    def frame_png(self, index: int) -> Path:
+        return self.frames_dir / f'{FRAME_NAME.format(index)}.png'
+
     def load_frame(self, index: int) -> dict:
         with np.load(self.frames_dir / f'{FRAME_NAME.format(index)}.npz') as data:
             return {k: data[k] for k in data.files}
 
     def save_frame(self, index: int, image: np.ndarray, **arrays) -> None:
         # The NPZ is written last: a frame counts as finished only when both files exist.
-        image_io.save_png(self.frames_dir / f'{FRAME_NAME.format(index)}.png', image)
+        image_io.save_png(self.frame_png(index), image)
         image_io.save_npz(self.frames_dir / f'{FRAME_NAME.format(index)}.npz', **arrays)
 
-    def save_noise(self, noise: Sequence[torch.Tensor]) -> None:
-        image_io.save_npz(self.state_dir / 'noise.npz', **{f'n{i}': n.cpu().numpy() for i, n in enumerate(noise)})
+    # --- driving frames -------------------------------------------------------------------
+    def driving_png(self, index: int) -> Path:
+        return self.driving_dir / f'{FRAME_NAME.format(index)}.png'
 
-    def load_noise(self, device) -> List[torch.Tensor]:
+    def num_driving(self) -> Optional[int]:
+        """The number of prepared driving frames, or None when their preparation did not finish."""
+        info = self.driving_info()
+        return None if info is None else int(info['num_frames'])
+
+    def driving_info(self) -> Optional[dict]:
+        path = self.driving_dir / 'faces.json'
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def driving_frame(self, index: int) -> np.ndarray:
+        return image_io.load_image(self.driving_png(index), 'driving frame')
+
+    # --- state ------------------------------------------------------------------------------
+    def save_noise(self, noise: Dict[str, torch.Tensor]) -> None:
+        image_io.save_npz(self.state_dir / 'noise.npz', **noise_arrays(noise))
+
+    def has_noise(self) -> bool:
+        return (self.state_dir / 'noise.npz').is_file()
+
+    def load_noise(self, device) -> Dict[str, torch.Tensor]:
         with np.load(self.state_dir / 'noise.npz') as data:
-            return [torch.from_numpy(data[f'n{i}']).to(device) for i in range(len(data.files))]
+            return {k: torch.from_numpy(data[k]).to(device) for k in data.files}
 
-    def driving_frames(self) -> List[np.ndarray]:
-        files = sorted(self.driving_dir.glob('frame_*.png'))
-        return [image_io.load_image(p) for p in files]
+    def save_stage1(self, w: torch.Tensor, losses: dict) -> None:
+        image_io.save_npz(self.state_dir / 'stage1.npz', w=w.detach().cpu().numpy().astype(np.float32),
+                          loss_names=np.array(list(losses)), loss_values=np.array(list(losses.values())))
+
+    def load_stage1(self, device) -> Optional[tuple]:
+        path = self.state_dir / 'stage1.npz'
+        if not path.is_file() or not self.has_noise():
+            return None
+        with np.load(path) as data:
+            w = torch.from_numpy(data['w']).to(device)
+            losses = {str(k): float(v) for k, v in zip(data['loss_names'], data['loss_values'])}
+        return w, losses
 
 
-def prepare_driving(nets: Networks, frames: List[np.ndarray], resolution: int, align: bool,
-                    smoothing: float, detector=None) -> List[np.ndarray]:
-    """Driving frames as the generator's inputs: FFHQ-aligned (smoothed over time) or centre-cropped."""
-    if align:
-        from face_align import align_sequence
-        return align_sequence(nets.fan, frames, resolution, sigma=smoothing, progress=True, detector=detector)
-    return [image_io.centre_crop_resize(f, resolution) for f in frames]
+def noise_arrays(noise: Dict[str, torch.Tensor]) -> Dict[str, np.ndarray]:
+    """Noise maps ``{buffer name: [1, 1, r, r]}`` as float32 arrays (one set: the first if batched)."""
+    return {name: value.detach()[:1].cpu().numpy().astype(np.float32) for name, value in noise.items()}
 
 
 def interpolate_latents(latents: np.ndarray, subframes: int) -> np.ndarray:
@@ -170,25 +341,380 @@ def interpolate_latents(latents: np.ndarray, subframes: int) -> np.ndarray:
     return np.stack(out)
 
 
-def _file_digest(path: Optional[str]) -> Optional[str]:
+# ----------------------------------------------------------------------------
+# Inputs.
+
+def file_identity(path: Optional[str]) -> Optional[str]:
+    """How a resumed run recognizes an input: a URL as given; a local file or frame folder by its
+    content (``image_io.content_digest``, read in chunks), whatever it is named."""
     if path is None:
         return None
-    p = Path(path)
-    if p.is_dir():  # a frame folder: the images read from it, in order
-        h = hashlib.sha256()
-        for f in sorted(p.iterdir(), key=lambda q: image_io.natural_key(q.name)):
-            if f.is_file() and f.suffix.lower() in image_io.IMAGE_SUFFIXES and not f.name.startswith('.'):
-                h.update(f.name.encode())
-                h.update(hashlib.sha256(f.read_bytes()).digest())
-        return h.hexdigest()
-    return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
-def _network_identity(network_pkl: str) -> str:
-    """A URL as given; a local path made absolute (the same file, however it is named)."""
     import dnnlib
-    return network_pkl if dnnlib.util.is_url(network_pkl, allow_file_urls=True) else str(Path(network_pkl).resolve())
+    if dnnlib.util.is_url(str(path), allow_file_urls=False):
+        return str(path)
+    if str(path).startswith('file://'):
+        path = str(path)[len('file://'):]
+    p = Path(path)
+    if not p.exists():
+        return str(path)
+    return 'sha256:' + image_io.content_digest(p)
 
+
+def array_identity(arrays: Iterable[np.ndarray]) -> str:
+    """A content digest of images given as arrays (the Python API's inputs)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return 'sha256:' + h.hexdigest()
+
+
+def _frame_source(driving) -> Callable[[], Iterable[np.ndarray]]:
+    """A callable returning a fresh iterable of the driving frames (a ``DrivingInput`` streams them)."""
+    if isinstance(driving, image_io.DrivingInput):
+        return driving.frames
+    if callable(driving):
+        return driving
+    frames = list(driving)
+    return lambda: iter(frames)
+
+
+def prepare_driving(anim: AnimationRun, frames: Callable[[], Iterable[np.ndarray]], resolution: int,
+                    faces: Optional[FaceLandmarks], align: bool, smoothing: float, face_index: int,
+                    source: str, alignment=None) -> dict:
+    """Write the driving frames as the generator's inputs into ``driving/`` (one at a time).
+
+    FFHQ-aligned (smoothed over time, ``alignment`` if already computed) or centre-cropped.
+    Returns, and writes as ``driving/faces.json`` last, how the face was found and the count.
+    """
+    if align:
+        from face_align import VideoAlignment
+        alignment = alignment or VideoAlignment(faces, frames, resolution, smoothing, face_index, source,
+                                                progress=True)
+        aligned, info = iter(alignment), alignment.report()
+    else:
+        aligned, info = (image_io.centre_crop_resize(f, resolution) for f in frames()), None
+    count = 0
+    for frame in aligned:
+        image_io.save_png(anim.driving_png(count), frame)
+        count += 1
+    if count == 0:
+        raise UserError(f'{source}: no frames')
+    record = dict(num_frames=count, face=info)
+    image_io.save_json(anim.driving_dir / 'faces.json', record)
+    return record
+
+
+# ----------------------------------------------------------------------------
+# The animation.
+
+@dataclass
+class Animation:
+    """What ``animate`` returns."""
+    frames: np.ndarray                  # uint8 [T, R, R, 3]: the key frames (as in frames/)
+    latents: np.ndarray                 # float32 [T, num_ws, w_dim]
+    noise: Dict[str, np.ndarray]        # {buffer name: [1, 1, r, r]}: the noise maps every frame uses
+    report: dict                        # as report.json
+    outdir: Optional[Path] = None       # None when animate() worked in a temporary folder
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def animate(nets: Networks, driving, settings: AnimationSettings = AnimationSettings(),
+            look: Optional[np.ndarray] = None, outdir: Union[str, Path, None] = None, *,
+            faces: Optional[FaceLandmarks] = None, align: bool = True, align_smoothing: float = 2.0,
+            face_index: int = 0, fps: float = 30.0, subframes: int = 1, resume: bool = True,
+            inputs: Optional[dict] = None, progress: bool = True, log: Callable[[str], None] = _say) -> Animation:
+    """Animate a face: frame ``i`` takes its landmarks from driving frame ``i`` and (identity mode) its look from ``look``.
+
+    Args:
+        nets:      ``loaders.load_networks(...)``: G, FAN, and LPIPS for identity mode (D for the realism term).
+        driving:   The driving frames: an ``image_io.DrivingInput`` (streamed), a sequence of
+                   ``uint8 [H, W, 3]`` arrays, or a callable returning a fresh iterable of them.
+        settings:  What to optimize (``AnimationSettings``).
+        look:      ``uint8 [H, W, 3]``, the look photo (identity mode).
+        outdir:    Where the frames, videos, ``latents.npz`` and ``report.json`` go; an earlier run
+                   there with the same settings is continued (``resume``). None: a temporary folder.
+        faces:     The face detector and FAN (default: ``FaceLandmarks(nets.fan)``, no detector).
+        align:     FFHQ-align the look and the driving frames (the face found by ``faces``;
+                   ``face_index`` picks another than the largest); else centre-crop them.
+        fps:       Frame rate of the driving frames; the animation runs at ``fps * (subframes + 1)``.
+        inputs:    Names and identities of the inputs for the report and the resume check
+                   (the command line passes file digests); default: digests of the arrays.
+        log:       Where warnings and resume notes go (default: stderr).
+
+    Returns an ``Animation``. Raises ``UserError`` for a face that is not found, a resume
+    conflict, or bad settings.
+    """
+    settings.validate()
+    s = settings.resolved()
+    if s.mode == 'identity' and look is None:
+        raise UserError('identity mode needs a look image (--target_look), or use --mode free')
+    if s.mode == 'identity' and nets.perceptual is None:
+        raise ValueError('identity mode needs LPIPS: load_networks(..., need_lpips=True)')
+    if s.d_weight and nets.D is None:
+        raise ValueError('the realism term needs D: load_networks(..., need_D=True)')
+    G = nets.G
+    device = misc.module_device(G)
+    resolution = G.img_resolution
+    faces = faces or FaceLandmarks(nets.fan)
+    frames = _frame_source(driving)
+    inputs = dict(inputs or {})
+    if 'look' not in inputs:
+        inputs['look'] = array_identity([look]) if look is not None else None
+    if 'driving' not in inputs:
+        inputs['driving'] = (file_identity(str(driving.path)) if isinstance(driving, image_io.DrivingInput)
+                             else array_identity(frames()))
+    look_source = inputs.pop('look_source', None) or 'the look image'
+    driving_source = inputs.pop('driving_source', None) or 'the driving video'
+    timer = PhaseTimer()
+
+    with contextlib.ExitStack() as stack:
+        if outdir is None:
+            out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix='animate-')))
+        else:
+            out = Path(outdir)
+            out.mkdir(parents=True, exist_ok=True)
+        fingerprint = dict(inputs, align=align, align_smoothing=align_smoothing if align else None,
+                           face_index=face_index if align else None, resolution=resolution,
+                           **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(s).items()
+                              if k != 'batch_size'})
+        anim = AnimationRun(out, fingerprint)
+
+        # Faces first: a photo without a face ends here, before anything is written.
+        with timer('align'):
+            look_face = None
+            if look is not None:
+                if align:
+                    from face_align import align_photo
+                    aligned = align_photo(faces, look, resolution, face_index, look_source)
+                    look_img, look_face = aligned.image, aligned.report()
+                    if aligned.warning:
+                        log(f'warning: {aligned.warning}')
+                else:
+                    look_img = image_io.centre_crop_resize(look, resolution)
+            else:
+                look_img = None
+            reuse = anim.check(resume)
+            alignment = None
+            if not (reuse and anim.num_driving() is not None) and align:
+                from face_align import VideoAlignment
+                alignment = VideoAlignment(faces, frames, resolution, align_smoothing, face_index, driving_source,
+                                           progress=progress)
+                if alignment.warning:
+                    log(f'warning: {alignment.warning}')
+
+        finished = anim.start(resume)
+        with timer('align'):
+            record = anim.driving_info() if reuse else None
+            if record is None:
+                record = prepare_driving(anim, frames, resolution, faces, align, align_smoothing, face_index,
+                                         driving_source, alignment)
+        num_frames = record['num_frames']
+        finished = min(finished, num_frames)
+        if finished:
+            log(f'Resuming after frame {finished - 1}: {finished} of {num_frames} frames are done '
+                f'(--no-resume starts over).')
+
+        look_distance = nets.perceptual.distance_to(image_io.to_tensor(look_img, device)) \
+            if s.mode == 'identity' else None
+        with timer('optimize'):
+            if s.schedule == 'sequential':
+                run_sequential(nets, anim, s, faces, look_distance, num_frames, finished, progress)
+            else:
+                run_joint(nets, anim, s, faces, look_distance, num_frames, finished, progress, log)
+
+        with timer('assemble'):
+            frames_out, latents, noise, report_frames = assemble_outputs(G, anim, num_frames, look_img, fps, subframes)
+        report = dict(
+            command='projector_video',
+            settings=dict(**{k: v for k, v in asdict(s).items() if k != 'landmark_weights'},
+                          landmark_weights=dict(zip(LANDMARK_GROUPS, s.landmark_weights)),
+                          align=align, align_smoothing=align_smoothing, face_index=face_index, fps=fps,
+                          subframes=subframes, device=str(device)),
+            inputs=inputs,
+            faces=dict(look=look_face, driving=record.get('face')),
+            generator=dict(resolution=resolution, num_ws=G.num_ws, w_dim=G.w_dim),
+            num_frames=num_frames,
+            resumed_after=finished,
+            output_fps=fps * (subframes + 1),
+            frames=report_frames,
+            timings=timer.as_dict(),
+        )
+        stage1 = anim.load_stage1('cpu') if s.schedule == 'joint' else None
+        if stage1 is not None:
+            report['stage1'] = dict(losses=stage1[1])
+        joint_path = anim.state_dir / 'joint.json'
+        if s.schedule == 'joint' and joint_path.is_file():
+            report['joint'] = json.loads(joint_path.read_text())
+        image_io.save_json(out / 'report.json', report)
+        return Animation(frames=frames_out, latents=latents, noise=noise, report=report,
+                         outdir=None if outdir is None else out)
+
+
+def _bar(num_steps: int, landmarks: Optional[LandmarkLoss], desc: str, position: int, progress: bool):
+    if not progress:
+        return None
+    return ProgressBar(num_steps, (lambda: float(landmarks.error().mean())) if landmarks is not None else None,
+                       desc=desc, position=position, leave=False)
+
+
+def run_sequential(nets: Networks, anim: AnimationRun, settings: AnimationSettings, faces: FaceLandmarks,
+                   look_distance, num_frames: int, finished: int, progress: bool = True) -> None:
+    """Optimize frames ``finished .. num_frames - 1`` one after the other (each saved at once)."""
+    from tqdm import tqdm
+    w_avg, _ = w_stats(nets.G)
+    frame_bar = tqdm(total=num_frames, initial=finished, desc='frames', unit='frame', position=0,
+                     dynamic_ncols=True, disable=not progress)
+    try:
+        for index in range(finished, num_frames):
+            optimize_frame(nets, anim, settings, faces, look_distance, index, w_avg, progress)
+            frame_bar.update(1)
+    finally:
+        frame_bar.close()
+
+
+def optimize_frame(nets: Networks, anim: AnimationRun, settings: AnimationSettings, faces: FaceLandmarks,
+                   look_distance, index: int, w_avg: torch.Tensor, progress: bool = True) -> None:
+    """Project one driving frame (warm-started from the previous one) and save it at once."""
+    s = settings.resolved()
+    device = misc.module_device(nets.G)
+    landmarks = faces.loss(image_io.to_tensor(anim.driving_frame(index), device), s.landmark_weights)
+    first = index == 0
+    w_prev = None if first else torch.from_numpy(anim.load_frame(index - 1)['w']).to(device)
+    if s.mode == 'free':
+        anchor = w_avg
+    else:
+        anchor = None if first else torch.from_numpy(anim.load_frame(0)['w']).to(device)
+    objective = frame_objective(look_distance, s, landmarks, w_prev, anchor, nets.D)
+    proj_settings = ProjectionSettings(num_steps=s.num_steps_first if first else s.num_steps,
+                                       latent='w+', optimize_noise=first, seed=s.seed + index)
+    bar = _bar(proj_settings.num_steps, landmarks if s.landmark_weight else None, f'frame {index}', 1, progress)
+    try:
+        result = project(nets.G, objective, proj_settings, w_init=w_prev,
+                         noise_init=None if first else anim.load_noise(device), callbacks=[bar] if bar else [])
+    finally:
+        if bar:
+            bar.close()
+    if first:
+        anim.save_noise(result.noise)
+    save_result_frame(anim, index, result.image[:1], result.ws[:1], result.losses[0], result.seconds, landmarks, 0)
+
+
+def save_result_frame(anim: AnimationRun, index: int, image: torch.Tensor, ws: torch.Tensor, losses: dict,
+                      seconds: float, landmarks: LandmarkLoss, target_index: int) -> None:
+    error, points = landmarks.measure(image, target_index)
+    anim.save_frame(index, image_io.to_uint8(image[0]), w=ws.detach().cpu().numpy().astype(np.float32),
+                    landmark_error=np.float32(error), landmarks=points.astype(np.float32),
+                    target_landmarks=landmarks.target_landmarks[target_index].cpu().numpy().astype(np.float32),
+                    loss_names=np.array(list(losses)), loss_values=np.array(list(losses.values()), dtype=np.float64),
+                    seconds=np.float32(seconds))
+
+
+def run_joint(nets: Networks, anim: AnimationRun, settings: AnimationSettings, faces: FaceLandmarks,
+              look_distance, num_frames: int, finished: int, progress: bool = True,
+              log: Callable[[str], None] = _say) -> None:
+    """The joint schedule (see the module docstring): stage 1 (the look alone), then all frames together."""
+    if finished >= num_frames:
+        return
+    s = settings.resolved()
+    G = nets.G
+    device = misc.module_device(G)
+    w_avg, _ = w_stats(G)
+
+    # Stage 1: the look alone (LPIPS only), kept in state/ so a resumed run skips it.
+    if s.mode == 'identity':
+        stage1 = anim.load_stage1(device)
+        if stage1 is None:
+            objective = look_and_landmarks(look_distance, None, s.lpips_weight, 0.0)
+            stage_settings = ProjectionSettings(num_steps=s.num_steps_first, latent='w+', optimize_noise=True,
+                                                seed=s.seed)
+            bar = _bar(stage_settings.num_steps, None, 'look', 0, progress)
+            try:
+                result = project(G, objective, stage_settings, callbacks=[bar] if bar else [])
+            finally:
+                if bar:
+                    bar.close()
+            anim.save_noise(result.noise)
+            anim.save_stage1(result.ws, result.losses[0])
+            w_look, noise = result.ws.detach(), result.noise
+        else:
+            log('Resuming after stage 1 (the look alone).')
+            w_look, noise = stage1[0], anim.load_noise(device)
+        anchor, w_init = w_look, w_look
+    else:
+        anchor, w_init, noise = w_avg, None, None
+
+    # Stage 2: every frame's latent together, one shared set of noise maps.
+    targets = (image_io.to_tensor(anim.driving_frame(i), device) for i in range(num_frames))
+    landmarks = LandmarkLoss(faces, targets, s.landmark_weights)
+    objective, latent_objective = joint_objectives(look_distance, s, landmarks, anchor, num_frames, nets.D)
+    stage_settings = ProjectionSettings(num_steps=s.num_steps, latent='w+', optimize_noise=True, share_noise=True,
+                                        seed=s.seed)
+    bar = _bar(stage_settings.num_steps, None, f'{num_frames} frames', 0, progress)
+    try:
+        result = project(G, objective, stage_settings, w_init=w_init, noise_init=noise,
+                         seeds=[s.seed + i for i in range(num_frames)], latent_objective=latent_objective,
+                         chunk_size=s.batch_size, callbacks=[bar] if bar else [])
+    finally:
+        if bar:
+            bar.close()
+    anim.save_noise(result.noise)
+    image_io.save_json(anim.state_dir / 'joint.json', dict(latent_losses=result.latent_losses,
+                                                           seconds=result.seconds))
+    per_frame = result.seconds / num_frames
+    for i in range(num_frames):
+        save_result_frame(anim, i, result.image[i:i + 1], result.ws[i:i + 1], result.losses[i], per_frame,
+                          landmarks, i)
+
+
+def assemble_outputs(G, anim: AnimationRun, num_frames: int, look: Optional[np.ndarray], fps: float,
+                     subframes: int):
+    """animation.mp4, side_by_side.mp4 and latents.npz from the finished frames on disk.
+
+    Returns ``(frames [T, R, R, 3], latents [T, num_ws, w_dim], noise {name: [1, 1, r, r]}, report rows)``.
+    """
+    device = misc.module_device(G)
+    records = [anim.load_frame(i) for i in range(num_frames)]
+    latents = np.concatenate([r['w'] for r in records]).astype(np.float32)  # [T, num_ws, w_dim]
+    noise = anim.load_noise(device)
+    out = anim.outdir
+    frames = []
+
+    with image_io.VideoWriter(out / 'animation.mp4', fps=fps * (subframes + 1)) as video:
+        keyframe = 0
+        for k, w in enumerate(interpolate_latents(latents, subframes)):
+            if k % (subframes + 1) == 0:  # a key frame: the image saved when it was finished
+                frame = image_io.load_image(anim.frame_png(keyframe))
+                frames.append(frame)
+                video.append(frame)
+                keyframe += 1
+            else:
+                with torch.no_grad():
+                    img = synthesize(G, torch.from_numpy(w[None]).to(device), noise or None)
+                video.append(image_io.to_uint8(img[0]))
+
+    with image_io.VideoWriter(out / 'side_by_side.mp4', fps=fps) as video:
+        for i, record in enumerate(records):
+            panels = [] if look is None else [look]
+            panels.append(draw_landmarks(anim.driving_frame(i), record['target_landmarks'], color=(255, 64, 64)))
+            panels.append(frames[i])
+            video.append(image_io.hstack(panels))
+
+    noise_np = {name: value.cpu().numpy().astype(np.float32) for name, value in noise.items()}
+    # The latents and the noise maps (by buffer name) every frame was rendered with.
+    image_io.save_npz(out / 'latents.npz', w=latents, **noise_np)
+    rows = [dict(frame=i, landmark_error=float(r['landmark_error']), seconds=float(r['seconds']),
+                 losses={str(k): float(v) for k, v in zip(r['loss_names'], r['loss_values'])})
+            for i, r in enumerate(records)]
+    return np.stack(frames), latents, noise_np, rows
+
+
+# ----------------------------------------------------------------------------
+# Command line.
 
 EXAMPLES = """
 \b
@@ -197,6 +723,10 @@ Examples:
   # The look of look.png, animated by the face in smile.mp4 (FFHQ 1024x1024):
   python projector_video.py --network=https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl \\
       --target_look=look.png --driving=smile.mp4 --outdir=anim --subframes=1
+\b
+  # The original's joint schedule: the look first, then all frames together, 8 at a time:
+  python projector_video.py --network=ffhq.pkl --target_look=look.png --driving=smile.mp4 --outdir=anim \\
+      --schedule=joint --batch-size=8
 \b
   # Identity-free: smooth transitions between faces, driven by a folder of frames:
   python projector_video.py --network=ffhq.pkl --mode=free --target_landmarks_folder=frames/ --outdir=anim
@@ -209,183 +739,108 @@ Examples:
 @network_options
 @click.option('--target_look', default=None, metavar='FILE', help='Look image (identity mode).')
 @click.option('--target_landmarks_folder', default=None, metavar='DIR', help='Driving frames, natural sort order.')
-@click.option('--driving', default=None, metavar='VIDEO', help='Driving video file (instead of a folder).')
+@click.option('--driving', default=None, metavar='VIDEO',
+              help='Driving video (mp4, mov, webm, mkv, animated GIF / WebP) instead of a folder.')
 @click.option('--fps', type=click.FloatRange(min=0, min_open=True, max=1000), default=None,
               help='Frame rate of the driving frames [default: 30 for a folder; a video\'s own].')
 @click.option('--outdir', required=True, metavar='DIR', help='Where to write the outputs.')
 @click.option('--mode', type=click.Choice(['identity', 'free']), default='identity', show_default=True)
-@click.option('--num-steps-first', 'num_steps_first', type=int, default=300, show_default=True, help='Steps for frame 0.')
-@click.option('--num-steps', 'num_steps', type=int, default=50, show_default=True, help='Steps for every later frame.')
+@click.option('--schedule', type=click.Choice(SCHEDULES), default='sequential', show_default=True,
+              help='sequential: frame by frame, warm-started; joint: the look first, then all frames together '
+                   '(the original projector_video_parallel_v2.py).')
+@click.option('--num-steps-first', 'num_steps_first', type=int, default=300, show_default=True,
+              help='Steps for frame 0 (sequential) or the look alone (joint).')
+@click.option('--num-steps', 'num_steps', type=int, default=50, show_default=True,
+              help='Steps for every later frame (sequential) or all frames together (joint).')
+@click.option('--batch-size', 'batch_size', type=int, default=4, show_default=True,
+              help='Joint: frames synthesized and evaluated at a time (memory), gradients accumulated.')
 @click.option('--lpips_weight', type=float, default=1.0, show_default=True)
+@click.option('--lpips_weight_second', type=float, default=None,
+              help='Joint: LPIPS weight of stage 2 [default: --lpips_weight].')
 @click.option('--landmark_weight', type=float, default=0.1, show_default=True)
 @click.option('--landmark_weights', default=DEFAULT_GROUP_WEIGHTS_TEXT, show_default=True,
               metavar='W1,..,W9', help='Nine group weights: ' + ', '.join(LANDMARK_GROUPS) + '.')
-@click.option('--smoothness_weight', type=float, default=0.05, show_default=True, help='||w_i - w_{i-1}||')
-@click.option('--fidelity_weight', type=float, default=0.05, show_default=True, help='||w_i - w_avg|| (free mode)')
-@click.option('--d_weight', type=float, default=0.0, show_default=True, help='Discriminator realism term.')
+@click.option('--latent_distance', type=click.Choice(LATENT_DISTANCES), default=DEFAULT_LATENT_DISTANCE,
+              show_default=True, help='Smoothness / fidelity distance: sum(sqrt((a-b)^2+1e-6)) or ||a-b||.')
+@click.option('--smoothness_weight', type=float, default=None,
+              help='Distance between neighbouring latents [default: 0.005 charbonnier, 0.05 l2].')
+@click.option('--fidelity_weight', type=float, default=None,
+              help='Distance to w_avg (free) / the look\'s latent [default: identity 0; free as smoothness].')
+@click.option('--d_loss', type=bool, default=False, show_default=True,
+              help=f'Add the realism term softplus(-D(x)), weighted by --d_weight [{DEFAULT_D_WEIGHT:g} unless given].')
+@click.option('--d_weight', type=float, default=None, metavar='FLOAT',
+              help='Weight of the realism term; a value > 0 switches it on without --d_loss.')
 @click.option('--subframes', type=click.IntRange(min=0), default=1, show_default=True,
               help='Interpolated frames between neighbours.')
-@click.option('--align/--no-align', default=True, show_default=True, help='FFHQ-align the driving frames.')
+@click.option('--align/--no-align', default=True, show_default=True,
+              help='FFHQ-align the look and the driving frames.')
 @click.option('--align-smoothing', 'align_smoothing', type=click.FloatRange(min=0), default=2.0, show_default=True,
               help='Temporal smoothing of the alignment, in frames (0: none).')
 @detector_options
+@click.option('--face-index', 'face_index', type=click.IntRange(min=0), default=0, show_default=True,
+              help='With --align: which face, by size (0: the largest), in the look and the first driving frame.')
 @click.option('--seed', type=int, default=303, show_default=True)
 @click.option('--resume/--no-resume', default=True, show_default=True,
-              help='Continue after the last finished frame in --outdir.')
+              help='Continue after the last finished frame in --outdir (--no-resume: start over).')
 def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_landmarks_folder, driving, fps, outdir,
-         mode, num_steps_first, num_steps, lpips_weight, landmark_weight, landmark_weights, smoothness_weight,
-         fidelity_weight, d_weight, subframes, align, align_smoothing, detector, detector_weights, seed, resume):
+         mode, schedule, num_steps_first, num_steps, batch_size, lpips_weight, lpips_weight_second, landmark_weight,
+         landmark_weights, latent_distance, smoothness_weight, fidelity_weight, d_loss, d_weight, subframes, align,
+         align_smoothing, detector, detector_weights, face_index, seed, resume):
     """Animate a face: every frame takes its facial landmarks from a driving sequence, and (identity
     mode) its look from --target_look.
 
     Writes animation.mp4, side_by_side.mp4, frames/, latents.npz and report.json into --outdir.
     """
     timer = PhaseTimer()
-    settings = AnimationSettings(mode=mode, num_steps_first=num_steps_first, num_steps=num_steps,
-                                 lpips_weight=lpips_weight, landmark_weight=landmark_weight,
-                                 landmark_weights=parse_group_weights(landmark_weights),
-                                 smoothness_weight=smoothness_weight, fidelity_weight=fidelity_weight,
-                                 d_weight=d_weight, seed=seed)
+    settings = AnimationSettings(mode=mode, schedule=schedule, num_steps_first=num_steps_first, num_steps=num_steps,
+                                 lpips_weight=lpips_weight, lpips_weight_second=lpips_weight_second,
+                                 landmark_weight=landmark_weight, landmark_weights=parse_group_weights(landmark_weights),
+                                 latent_distance=latent_distance, smoothness_weight=smoothness_weight,
+                                 fidelity_weight=fidelity_weight, d_weight=realism_weight(d_loss, d_weight),
+                                 batch_size=batch_size, seed=seed)
     settings.validate()
     if (target_landmarks_folder is None) == (driving is None):
         raise UserError('give the driving frames with exactly one of --target_landmarks_folder and --driving')
     if mode == 'identity' and target_look is None:
         raise UserError('identity mode needs --target_look (or use --mode free)')
-    look_raw = image_io.load_image(target_look, '--target_look') if mode == 'identity' else None
+    look, look_info = image_io.read_image(target_look, '--target_look') if mode == 'identity' else (None, None)
     if driving is not None:
-        raw_frames, video_fps = image_io.read_video(driving)
-        fps = fps if fps is not None else video_fps
+        source = image_io.open_driving(driving, '--driving')
     else:
-        raw_frames = image_io.read_frame_folder(target_landmarks_folder)
-        fps = fps if fps is not None else 30.0
+        source = image_io.open_driving(target_landmarks_folder, '--target_landmarks_folder')
+    fps = fps if fps is not None else (source.fps or 30.0)
     check_outdir_writable(outdir)
     dev = pick_device(device)
 
     with timer('load_networks'):
         nets = load_networks(network_pkl, dev, fan_weights=fan_weights, vgg_weights=vgg_weights,
-                             need_D=d_weight > 0, need_lpips=True)
-    G = nets.G
-    resolution = G.img_resolution
+                             need_D=settings.d_weight > 0, need_lpips=mode == 'identity')
+        faces = FaceLandmarks.load(fan=nets.fan, detector=detector if align else 'none',
+                                   detector_weights=detector_weights, device=dev)
     out = prepare_outdir(outdir)
-    # What a resumed run must share with the run that wrote the finished frames.
-    fingerprint = dict(network=_network_identity(network_pkl),
-                       look=_file_digest(target_look) if look_raw is not None else None,
-                       driving=_file_digest(driving or target_landmarks_folder), align=align,
-                       align_smoothing=align_smoothing, detector=detector if align else None,
-                       detector_weights=_file_digest(detector_weights) if align else None,
-                       fan_weights=_file_digest(fan_weights),
-                       vgg_weights=_file_digest(vgg_weights),
-                       **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()})
-    anim = AnimationRun(out, fingerprint)
-    finished = anim.start(resume)
-    if finished:
-        click.echo(f'Resuming after frame {finished - 1}: {finished} of {len(raw_frames)} frames are done '
-                   f'(--no-resume starts over).', err=True)
-
-    with timer('align'):
-        driving_frames = anim.driving_frames() if finished else []
-        if len(driving_frames) != len(raw_frames):
-            find_face = load_face_detector(detector, detector_weights, dev) if align else None
-            driving_frames = prepare_driving(nets, raw_frames, resolution, align, align_smoothing, find_face)
-            for i, frame in enumerate(driving_frames):
-                image_io.save_png(anim.driving_dir / f'{FRAME_NAME.format(i)}.png', frame)
-
-    look = image_io.centre_crop_resize(look_raw, resolution) if look_raw is not None else None
-    if look is not None:
-        nets.perceptual.set_target(image_io.to_tensor(look, dev))
-    w_avg, _ = w_stats(G)
-
-    from tqdm import tqdm
-    frame_bar = tqdm(total=len(driving_frames), initial=finished, desc='frames', unit='frame', position=0,
-                     dynamic_ncols=True)
-    try:
-        with timer('optimize'):
-            for index in range(finished, len(driving_frames)):
-                optimize_frame(nets, anim, settings, index, driving_frames[index], look, w_avg, dev)
-                frame_bar.update(1)
-    finally:
-        frame_bar.close()
-
-    with timer('assemble'):
-        report_frames = assemble_outputs(nets, anim, driving_frames, look, fps, subframes)
-    report = dict(
-        command='projector_video',
-        settings=dict(network=network_pkl, target_look=target_look, target_landmarks_folder=target_landmarks_folder,
-                      driving=driving, fps=fps, outdir=str(outdir), subframes=subframes, align=align,
-                      detector=detector, detector_weights=detector_weights,
-                      align_smoothing=align_smoothing, device=str(dev), fan_weights=fan_weights,
-                      vgg_weights=vgg_weights, **{k: v for k, v in asdict(settings).items() if k != 'landmark_weights'},
-                      landmark_weights=dict(zip(LANDMARK_GROUPS, settings.landmark_weights))),
-        generator=dict(resolution=resolution, num_ws=G.num_ws, w_dim=G.w_dim),
-        num_frames=len(driving_frames),
-        resumed_after=finished,
-        output_fps=fps * (subframes + 1),
-        frames=report_frames,
-        timings=timer.as_dict(),
-        environment=environment(),
-    )
+    # What a resumed run must share with the run that wrote the finished frames (files by content).
+    inputs = dict(network=file_identity(network_pkl), look=file_identity(target_look),
+                  driving=file_identity(driving or target_landmarks_folder),
+                  detector=detector if align else None,
+                  detector_weights=file_identity(detector_weights) if align else None,
+                  fan_weights=file_identity(fan_weights), vgg_weights=file_identity(vgg_weights),
+                  look_source=str(target_look) if target_look else None,
+                  driving_source=str(driving or target_landmarks_folder))
+    animation = animate(nets, source, settings, look=look, outdir=out, faces=faces, align=align,
+                        align_smoothing=align_smoothing, face_index=face_index, fps=fps, subframes=subframes,
+                        resume=resume, inputs=inputs)
+    report = animation.report
+    report['settings'].update(network=network_pkl, target_look=target_look,
+                              target_landmarks_folder=target_landmarks_folder, driving=driving, outdir=str(outdir),
+                              detector=detector, detector_weights=detector_weights, fan_weights=fan_weights,
+                              vgg_weights=vgg_weights, d_loss=d_loss)
+    report['look_image'] = look_info.as_dict() if look_info is not None else None
+    report['driving_input'] = source.info()
+    report['timings'] = {**report['timings'], 'load_networks': timer.as_dict().get('load_networks', 0.0),
+                         'total': timer.as_dict()['total']}
+    report['environment'] = environment()
     image_io.save_json(out / 'report.json', report)
-    click.echo(f'{len(driving_frames)} frames; outputs in {out}', err=True)
-
-
-def optimize_frame(nets: Networks, anim: AnimationRun, settings: AnimationSettings, index: int,
-                   driving: np.ndarray, look: Optional[np.ndarray], w_avg: torch.Tensor, device) -> None:
-    """Project one driving frame (warm-started from the previous one) and save it at once."""
-    landmarks = LandmarkLoss(nets.fan, image_io.to_tensor(driving, device), settings.landmark_weights)
-    first = index == 0
-    w_prev = None if first else torch.from_numpy(anim.load_frame(index - 1)['w']).to(device)
-    objective = frame_objective(nets, settings, landmarks, w_prev, w_avg)
-    proj_settings = ProjectionSettings(num_steps=settings.num_steps_first if first else settings.num_steps,
-                                       latent='w+', optimize_noise=first, seed=settings.seed + index)
-    bar = ProgressBar(proj_settings.num_steps, lambda: float(landmarks.error()[0]) if settings.landmark_weight else 0.0,
-                      desc=f'frame {index}', position=1, leave=False)
-    try:
-        result = project(nets.G, objective, proj_settings, w_init=w_prev,
-                         noise_init=None if first else anim.load_noise(device), callbacks=[bar])
-    finally:
-        bar.close()
-    if first:
-        anim.save_noise(result.noise)
-    error, points = landmarks.measure(result.image)
-    anim.save_frame(index, image_io.to_uint8(result.image[0]), w=result.ws.cpu().numpy().astype(np.float32),
-                    landmark_error=np.float32(error), landmarks=points.astype(np.float32),
-                    target_landmarks=landmarks.target_landmarks[0].cpu().numpy().astype(np.float32),
-                    loss_names=np.array(list(result.losses)), loss_values=np.array(list(result.losses.values())),
-                    seconds=np.float32(result.seconds))
-
-
-def assemble_outputs(nets: Networks, anim: AnimationRun, driving_frames: List[np.ndarray],
-                     look: Optional[np.ndarray], fps: float, subframes: int) -> list:
-    """animation.mp4, side_by_side.mp4 and latents.npz from the finished frames on disk."""
-    G = nets.G
-    device = G.mapping.fc0.weight.device
-    records = [anim.load_frame(i) for i in range(len(driving_frames))]
-    latents = np.concatenate([r['w'] for r in records])  # [T, num_ws, w_dim]
-    noise = anim.load_noise(device)
-    out = anim.outdir
-
-    with image_io.VideoWriter(out / 'animation.mp4', fps=fps * (subframes + 1)) as video:
-        keyframe = 0
-        for k, w in enumerate(interpolate_latents(latents, subframes)):
-            if k % (subframes + 1) == 0:  # a key frame: the image saved when it was finished
-                video.append(image_io.load_image(anim.frames_dir / f'{FRAME_NAME.format(keyframe)}.png'))
-                keyframe += 1
-            else:
-                with torch.no_grad():
-                    img = G.synthesis(torch.from_numpy(w[None]).to(device), noise=noise)
-                video.append(image_io.to_uint8(img[0]))
-
-    with image_io.VideoWriter(out / 'side_by_side.mp4', fps=fps) as video:
-        for i, (record, frame) in enumerate(zip(records, driving_frames)):
-            panels = [] if look is None else [look]
-            panels.append(draw_landmarks(frame, record['target_landmarks'], color=(255, 64, 64)))
-            panels.append(image_io.load_image(anim.frames_dir / f'{FRAME_NAME.format(i)}.png'))
-            video.append(image_io.hstack(panels))
-
-    image_io.save_npz(out / 'latents.npz', w=latents.astype(np.float32))
-    return [dict(frame=i, landmark_error=float(r['landmark_error']), seconds=float(r['seconds']),
-                 losses={str(k): float(v) for k, v in zip(r['loss_names'], r['loss_values'])})
-            for i, r in enumerate(records)]
+    click.echo(f'{report["num_frames"]} frames; outputs in {out}', err=True)
 
 
 if __name__ == '__main__':

@@ -1,72 +1,77 @@
-"""The S3FD face detector behind --align: loading, offline errors, and how its box is used."""
+"""The S3FD face detector behind --align: loading, offline errors, and how its boxes are used.
+
+The detector gets the random weights of the ``detector_weights`` fixture (nothing is downloaded);
+what it "finds" with them is meaningless, so the tests that need faces use stub detectors.
+"""
 
 import numpy as np
 import pytest
 
 import face_align
-import projector
-from cli_helpers import assert_nothing_written, assert_one_error_line, invoke
+import face_landmarks
 from conftest import one_line_message
 from dnnlib.util import UserError
+from face_landmarks import Detection, FaceLandmarks
 from landmark_loss import FaceBox, load_fan
 
+pytestmark = pytest.mark.usefixtures('one_thread')
 
-def test_detector_returns_a_box_inside_the_image(detector_weights):
-    detect = face_align.load_detector(detector_weights)
+
+def test_s3fd_returns_scored_boxes(detector_weights):
+    detect = face_landmarks.load_s3fd(detector_weights)
     image = (np.random.RandomState(0).rand(120, 160, 3) * 255).astype(np.uint8)
-    box = detect(image)
-    if box is not None:  # random weights may or may not "find" a face
-        assert 0 <= box.cx <= 160 and 0 <= box.cy <= 120
-        assert 120 / 4 <= box.size <= 2 * 120
+    boxes = detect(image)
+    for row in boxes:  # random weights may or may not "find" faces
+        assert len(row) == 5 and np.isfinite(row).all()
+    found = face_landmarks.as_detections(boxes, (160, 120))
+    assert all(isinstance(d, Detection) for d in found)
+    assert [d.area for d in found] == sorted((d.area for d in found), reverse=True)
+    for d in found:  # kept: centres on the image
+        assert 0 <= (d.x0 + d.x1) / 2 <= 160 and 0 <= (d.y0 + d.y1) / 2 <= 120
+    # The deprecated name returns the same detector kind.
+    assert len(face_align.load_detector(detector_weights)(image)) == len(boxes)
 
 
 def test_detector_missing_and_wrong_files(tmp_path, fan_weights):
     with pytest.raises(UserError) as excinfo:
-        face_align.load_detector(str(tmp_path / 'missing.pth'))
+        face_landmarks.load_s3fd(str(tmp_path / 'missing.pth'))
     assert '--detector-weights' in one_line_message(excinfo)
     with pytest.raises(UserError) as excinfo:
-        face_align.load_detector(fan_weights)  # a state dict, but not S3FD's
+        face_landmarks.load_s3fd(fan_weights)  # a state dict, but not S3FD's
+    assert '--detector-weights' in one_line_message(excinfo)
+    with pytest.raises(UserError) as excinfo:
+        FaceLandmarks.load(fan_weights, detector='sfd', detector_weights=str(tmp_path / 'missing.pth'))
     assert '--detector-weights' in one_line_message(excinfo)
 
 
-def test_detect_landmarks_starts_from_the_detector_box(fan_weights):
+def test_face_landmarks_load(fan_weights, detector_weights):
+    faces = FaceLandmarks.load(fan_weights, detector='none')
+    assert faces.detector is None and faces.fan.num_modules == 1
+    faces = FaceLandmarks.load(fan_weights, detector='sfd', detector_weights=detector_weights)
+    assert callable(faces.detector)
+    shared = FaceLandmarks.load(fan=faces.fan, detector=None)
+    assert shared.fan is faces.fan and shared.detector is None
+    with pytest.raises(UserError):
+        FaceLandmarks.load(fan_weights, detector='mtcnn')
+
+
+def test_deprecated_detect_landmarks_starts_from_the_detector_box(fan_weights):
     fan = load_fan(fan_weights)
     image = (np.random.RandomState(1).rand(100, 100, 3) * 255).astype(np.uint8)
     seen = []
 
     def detector(img):
         seen.append(img.shape)
-        return FaceBox(40.0, 45.0, 60.0)
+        return [(20.0, 30.0, 70.0, 90.0, 0.9)]
 
     points, box = face_align.detect_landmarks(fan, image, detector=detector, refinements=0)
     assert seen == [(100, 100, 3)]
     assert points.shape == (68, 2) and np.isfinite(points).all()
-    # Without a detector (or when it finds nothing) the search starts from the centred square.
-    points_none, _ = face_align.detect_landmarks(fan, image, detector=lambda img: None, refinements=0)
+    assert isinstance(box, FaceBox)
+    # FAN read the detector's box, framed by face_alignment's rule.
+    direct, read_in = FaceLandmarks(fan).landmarks(image, Detection(20, 30, 70, 90).fan_box())
+    np.testing.assert_allclose(points, direct)
+    # Without a detector the search starts from the centred square.
     points_centre, _ = face_align.detect_landmarks(fan, image, refinements=0)
-    np.testing.assert_allclose(points_none, points_centre)
-
-
-def test_detector_used_only_on_the_first_video_frame(fan_weights):
-    fan = load_fan(fan_weights)
-    frames = [(np.random.RandomState(i).rand(64, 64, 3) * 255).astype(np.uint8) for i in range(3)]
-    calls = []
-    out = face_align.align_sequence(fan, frames, 32, sigma=1.0,
-                                    detector=lambda img: calls.append(1) or FaceBox(32.0, 32.0, 48.0))
-    assert len(calls) == 1 and len(out) == 3 and out[0].shape == (32, 32, 3)
-
-
-def test_projector_align_with_detector_options(tiny_pkl, fan_weights, vgg_weights, detector_weights, face_images,
-                                               tmp_path):
-    look, target = face_images
-    base = ['--network', tiny_pkl, '--device', 'cpu', '--fan-weights', fan_weights, '--vgg-weights', vgg_weights,
-            '--target_look', look, '--target_landmarks', target, '--num-steps', 1, '--align']
-    code, _, err = invoke(projector.main, base + ['--detector-weights', detector_weights, '--outdir', tmp_path / 'a'])
-    assert code == 0, err
-    code, _, err = invoke(projector.main, base + ['--detector', 'none', '--outdir', tmp_path / 'b'])
-    assert code == 0, err
-    code, _, err = invoke(projector.main, base + ['--detector-weights', tmp_path / 'missing.pth',
-                                                  '--outdir', tmp_path / 'c'])
-    assert code == 2
-    assert_one_error_line(err, '--detector-weights')
-    assert_nothing_written(tmp_path / 'c')
+    centre, _ = FaceLandmarks(fan).landmarks(image, FaceBox(50.0, 50.0, 100.0), refinements=0)
+    np.testing.assert_allclose(points_centre, centre)

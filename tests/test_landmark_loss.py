@@ -91,23 +91,21 @@ def test_parse_group_weights_count_message_names_groups():
 # ----------------------------------------------------------------------------
 # The loss.
 
-def test_heatmap_loss_matches_direct_computation():
+def test_heatmap_loss_properties():
+    """Zero for equal maps, symmetric, scales with the weights, and grows with a peak's displacement."""
     gen = torch.Generator().manual_seed(0)
     hm = torch.randn([2, 68, 64, 64], generator=gen)
     target = torch.randn([1, 68, 64, 64], generator=gen)
     weights = torch.rand([68], generator=gen) * 3
     got = ll.heatmap_loss(hm, target, weights)
-    assert got.shape == (2,)
-
-    h, t, w = hm.double().numpy(), target.double().numpy(), weights.double().numpy()
-    expected = []
-    for n in range(2):
-        total = 0.0
-        for k in range(68):
-            d = w[k] * (h[n, k] - t[0, k])
-            total += np.einsum('ij,ij->', d, d)
-        expected.append(np.sqrt(total))
-    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5)
+    assert got.shape == (2,) and (got > 0).all()
+    torch.testing.assert_close(ll.heatmap_loss(target.expand(2, -1, -1, -1), hm, weights), got)  # symmetric
+    torch.testing.assert_close(ll.heatmap_loss(hm, target, 2.5 * weights), 2.5 * got)          # homogeneous
+    torch.testing.assert_close(ll.heatmap_loss(target + 3 * (hm - target), target, weights), 3 * got)
+    # One landmark's peak moved further and further away: the loss never decreases.
+    maps = [_gaussian_maps([(20 + d, 30)] + [(30, 30)] * 67) for d in range(0, 12, 2)]
+    values = [float(ll.heatmap_loss(m, maps[0], ll.landmark_weight_vector())) for m in maps]
+    assert values[0] == 0 and all(b > a for a, b in zip(values, values[1:]))
 
 
 def test_heatmap_loss_per_sample_target_and_zero():
@@ -228,14 +226,63 @@ def test_face_box_full():
 # ----------------------------------------------------------------------------
 # Crop.
 
-@pytest.mark.parametrize('res', [256, 512])
-def test_crop_full_box_equals_bilinear_resize(res):
-    gen = torch.Generator().manual_seed(res)
-    img = torch.rand([2, 3, res, res], generator=gen) * 2 - 1
-    crop = ll.crop_faces(img, ll.FaceBox.full(res))
+def test_crop_full_box_without_reduction_equals_bilinear_resize():
+    img = torch.rand([2, 3, 256, 256], generator=torch.Generator().manual_seed(256)) * 2 - 1
+    crop = ll.crop_faces(img, ll.FaceBox.full(256))
     assert crop.shape == (2, 3, 256, 256)
     ref = F.interpolate((img + 1) / 2, size=(256, 256), mode='bilinear', align_corners=False)
     torch.testing.assert_close(crop, ref, atol=5e-5, rtol=0)  # grid_sample rounding
+
+
+@pytest.mark.parametrize('res', [512, 1024])
+def test_crop_that_reduces_is_prefiltered(res):
+    """A reducing crop equals the antialiased resize, not plain bilinear sampling (which aliases)."""
+    gen = torch.Generator().manual_seed(res)
+    img = torch.rand([1, 3, res, res], generator=gen) * 2 - 1
+    crop = ll.crop_faces(img, ll.FaceBox.full(res))
+    ref = F.interpolate((img + 1) / 2, size=(256, 256), mode='bilinear', antialias=True, align_corners=False)
+    torch.testing.assert_close(crop, ref, atol=5e-5, rtol=0)
+    # A one-pixel checkerboard has no content at the crop's scale: the crop is a flat grey
+    # (plain bilinear sampling at a 2x or 4x reduction would return the checkerboard's pixels).
+    yy, xx = torch.meshgrid(torch.arange(res), torch.arange(res), indexing='ij')
+    checker = (((yy + xx) % 2) * 2 - 1).float().expand(1, 3, res, res)
+    flat = ll.crop_faces(checker, ll.FaceBox.full(res))[..., 4:-4, 4:-4]
+    torch.testing.assert_close(flat, torch.full_like(flat, 0.5), atol=0.02, rtol=0)
+
+
+def test_crop_at_4x_reduction_gives_every_face_pixel_a_gradient():
+    # A 1024x1024 image whose 1024-pixel face box (partly outside the image, off the pixel grid)
+    # is read at 256x256: a 4x reduction.
+    res = 1024
+    img = (torch.rand([1, 3, res, res], generator=torch.Generator().manual_seed(3)) * 2 - 1).requires_grad_(True)
+    box = ll.FaceBox(cx=530.3, cy=489.6, size=1024.0)
+    crop = ll.crop_faces(img, box)
+    weights = torch.rand(crop.shape, generator=torch.Generator().manual_seed(4)) + 0.5  # positive: no cancelling
+    (crop * weights).sum().backward()
+    grad = img.grad.abs().sum(dim=1)[0]  # [H, W]
+    x0, x1 = int(np.ceil(box.cx - box.size / 2)), int(np.floor(box.cx + box.size / 2))
+    y0, y1 = int(np.ceil(box.cy - box.size / 2)), int(np.floor(box.cy + box.size / 2))
+    inside = grad[max(y0, 0):min(y1, res), max(x0, 0):min(x1, res)]
+    assert inside.numel() > 0.9 * res * res
+    assert (inside > 0).all(), f'{int((inside == 0).sum())} face pixels get no gradient'
+    # A smaller box inside the image, reduced 2x: every pixel inside it too.
+    img.grad = None
+    box = ll.FaceBox(cx=400.0, cy=600.0, size=512.0)
+    ll.crop_faces(img, box).sum().backward()
+    grad = img.grad.abs().sum(dim=1)[0]
+    assert (grad[600 - 255:600 + 255, 400 - 255:400 + 255] > 0).all()
+    assert (grad[:, :100] == 0).all()  # far outside the box: nothing
+
+
+def test_crop_with_one_box_per_image():
+    img = torch.rand([2, 3, 64, 64], generator=torch.Generator().manual_seed(8)) * 2 - 1
+    boxes = [ll.FaceBox(30.0, 34.0, 40.0), ll.FaceBox(20.0, 25.0, 64.0)]
+    crops = ll.crop_faces(img, boxes, 32)
+    assert crops.shape == (2, 3, 32, 32)
+    for i, b in enumerate(boxes):
+        torch.testing.assert_close(crops[i:i + 1], ll.crop_faces(img[i:i + 1], b, 32))
+    with pytest.raises(ValueError):
+        ll.crop_faces(img, boxes[:1], 32)
 
 
 def test_crop_full_box_of_small_image_interior_equals_bilinear_resize():
@@ -249,7 +296,7 @@ def test_crop_full_box_of_small_image_interior_equals_bilinear_resize():
 @pytest.mark.parametrize('value', [-1.0, -0.5, 0.0, 0.6, 1.0])
 def test_crop_constant_image(value):
     img = torch.full([1, 3, 512, 512], value)
-    crop = ll.crop_faces(img, ll.FaceBox.full(512))
+    crop = ll.crop_faces(img, ll.FaceBox.full(512))  # a 2x reduction: prefiltered
     torch.testing.assert_close(crop, torch.full_like(crop, (value + 1) / 2), atol=1e-6, rtol=0)
     small = ll.crop_faces(torch.full([1, 3, 32, 32], value), ll.FaceBox.full(32))
     torch.testing.assert_close(small[..., 4:-4, 4:-4], torch.full([1, 3, 248, 248], (value + 1) / 2),
@@ -457,11 +504,13 @@ def test_landmark_loss_group_weights(fan, tiny_G):
     assert torch.equal(only_lips.point_weights[:48], torch.zeros(48))
     img = image_io.to_tensor(render(tiny_G, 4))
     got = only_lips(img)
-    direct = ll.heatmap_loss(only_lips.last_heatmaps, only_lips.target_heatmaps, only_lips.point_weights)
-    torch.testing.assert_close(got, direct)
-    hm, th = only_lips.last_heatmaps, only_lips.target_heatmaps
-    expected = (hm[:, 48:] - th[:, 48:]).square().sum().sqrt()
-    torch.testing.assert_close(got[0], expected, rtol=1e-5, atol=1e-6)
+    assert float(got) > 0
+    # Heat maps that differ from the target's only outside the lips cost nothing.
+    other = only_lips.target_heatmaps.clone()
+    other[:, :48] += 1.0
+    assert float(ll.heatmap_loss(other, only_lips.target_heatmaps, only_lips.point_weights)) == 0.0
+    uniform = ll.LandmarkLoss(fan, target, group_weights=[1] * 9, box=box)
+    assert float(uniform(img)) > float(got)  # the other groups add to it
 
 
 # ----------------------------------------------------------------------------
