@@ -1,17 +1,41 @@
-"""Seconds per optimization step and peak memory, split into generator, FAN and LPIPS.
+"""Seconds per optimization step and peak memory, split into generator, FAN, LPIPS and identity.
 
-Random weights throughout (nothing is downloaded): the generator has the FFHQ architecture
-(z 512, w 512, 8 mapping layers, channel base 32768, channel max 512) at the chosen
-resolutions, FAN has 4 hourglass modules like the published 2DFAN-4, LPIPS uses VGG16.
-Each part runs in its own process so that its peak memory is its own.
+Random weights throughout (nothing is downloaded): the generator has an FFHQ architecture
+(``--arch``: ``sg2`` as NVIDIA's ffhq.pkl, ``sg3-t`` / ``sg3-r`` as the stylegan3 repository's
+configs T and R; see ``benchmarks/synthesis_time.py``) at the chosen resolutions, FAN has 4
+hourglass modules like the published 2DFAN-4, LPIPS uses VGG16, the identity term FaceNet
+(Inception-ResNet-v1) on a 160x160 crop.
 
-    python benchmarks/step_time.py                     # 256 and 1024, device at hand
-    python benchmarks/step_time.py --resolutions 256 --device cpu --repeats 2
+Parts (``--parts``), each forward + backward to its input, best of ``--repeats``:
+
+* ``generator``: ``G.synthesis`` from ``ws`` (and noise maps for StyleGAN2) to the image;
+* ``fan``: the landmark heat-map loss on the image (crop, FAN, loss);
+* ``lpips``: the LPIPS distance of the image to a look;
+* ``identity``: the identity term ``1 - cos(E(crop(x)), E(crop(anchor)))`` (``identity.IdentityLoss``);
+* ``step``: one whole step of ``optimization.project`` (synthesis, LPIPS + landmark terms,
+  backward, Adam, noise renormalization): the time between consecutive step callbacks.
+
+``--batch-size B`` puts B images through each part (B latents in one batched step). With
+``--precision``, the step runs with ``ProjectionSettings(precision=...)`` (``project`` applies the
+autocast itself); the other parts run under ``precision.autocast`` and synthesis gets
+``precision.synthesis_kwargs``. ``auto`` is resolved for the device (``precision.resolve``).
+``--arch``, ``--precision`` and ``--batch-size`` take comma-separated lists; every combination
+is measured.
+
+Each part runs in its own process so that its peak memory is its own (``--in-process`` measures
+everything in this process: quicker to start, but the peak memory is then the running maximum).
+A resolution below 64 selects tiny networks (the generator of the test fixtures' size and a
+1-hourglass FAN) for smoke tests: ``--resolutions 32 --repeats 1``.
+
+    python benchmarks/step_time.py                     # 256 and 1024, device at hand, fp32, sg2
+    python benchmarks/step_time.py --resolutions 256 --device cpu --repeats 2 --precision fp32,bf16
+    python benchmarks/step_time.py --arch sg2,sg3-t,sg3-r --parts generator,step --json
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -21,9 +45,12 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, '..'))
+ROOT = os.path.join(HERE, '..')
+sys.path.insert(0, ROOT)
 
-PARTS = ['generator', 'fan', 'lpips', 'step']
+PARTS = ['generator', 'fan', 'lpips', 'identity', 'step']
+LABELS = dict(generator='generator f+b', fan='fan f+b', lpips='lpips f+b', identity='identity f+b',
+              step='full step')
 
 
 def _peak_mib(device) -> float:
@@ -33,66 +60,128 @@ def _peak_mib(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(part: str, resolution: int, device_name: str, repeats: int) -> dict:
-    """Time one part (forward + backward) in this process; returns seconds and peak memory."""
+def fan_hourglasses(resolution: int) -> int:
+    """FAN modules used at ``resolution``: 4 (2DFAN-4), 1 for the tiny smoke-test sizes."""
+    from benchmarks.synthesis_time import TINY_BELOW
+    return 1 if resolution < TINY_BELOW else 4
+
+
+def make_weight_files(folder: str, resolutions) -> dict:
+    """Random FAN and VGG16 weight files in ``folder``: ``{'vgg': path, 'fan1'/'fan4': path}``.
+
+    Only VGG16's ``features.*`` entries are saved (all that LPIPS reads).
+    """
     import torch
     import torchvision
     from face_alignment.models import FAN
 
-    from benchmarks.synthesis_time import ffhq_generator
-    from landmark_loss import LandmarkLoss
-    from optimization import ProjectionSettings, project, w_stats
-    from perceptual import PerceptualLoss
-    from objectives import look_and_landmarks
+    torch.manual_seed(0)
+    paths = dict(vgg=os.path.join(folder, 'vgg16-features.pth'))
+    vgg = torchvision.models.vgg16()
+    torch.save({f'features.{k}': v for k, v in vgg.features.state_dict().items()}, paths['vgg'])
+    del vgg
+    for n in sorted({fan_hourglasses(r) for r in resolutions}):
+        paths[f'fan{n}'] = os.path.join(folder, f'fan{n}.pth')
+        torch.save(FAN(n).state_dict(), paths[f'fan{n}'])
+    return paths
+
+
+def measure(part: str, resolution: int, device_name: str, repeats: int, weights: dict, arch: str = 'sg2',
+            precision: str = 'fp32', batch_size: int = 1) -> dict:
+    """Time one part (forward + backward) in this process; returns one result line as a dict.
+
+    ``precision`` is a resolved precision (``fp32``, ``bf16`` or ``fp16``); ``weights`` as
+    ``make_weight_files`` returns it.
+    """
+    import torch
+
+    import precision as precision_mod
+    from benchmarks.synthesis_time import make_generator, random_noise
 
     device = torch.device(device_name)
+    B = int(batch_size)
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory(prefix='bench-') as tmp:  # random weight files, removed afterwards
-        vgg_path, fan_path = os.path.join(tmp, 'vgg.pth'), os.path.join(tmp, 'fan.pth')
-        torch.save(torchvision.models.vgg16().state_dict(), vgg_path)
-        torch.save(FAN(4).state_dict(), fan_path)
+    autocast = lambda: precision_mod.autocast(precision, device)  # noqa: E731
+    G = make_generator(arch, resolution).eval().requires_grad_(False).to(device)
+    image = torch.rand([1, 3, resolution, resolution], device=device) * 2 - 1      # the look / landmark target
+    images = torch.rand([B, 3, resolution, resolution], device=device) * 2 - 1     # what the loss parts score
+    fan = perceptual = None
+    if part in ('fan', 'step'):
         from landmark_loss import load_fan
-        fan = load_fan(fan_path, device) if part in ('fan', 'step') else None
-        perceptual = PerceptualLoss(vgg_path, device) if part in ('lpips', 'step') else None
+        fan = load_fan(weights[f'fan{fan_hourglasses(resolution)}'], device)
+    if part in ('lpips', 'step'):
+        from perceptual import PerceptualLoss
+        perceptual = PerceptualLoss(weights['vgg'], device)
+    row = dict(resolution=resolution, part=part, precision=precision, batch_size=B, arch=arch,
+               device=device_name, threads=torch.get_num_threads())
 
-    G = ffhq_generator(resolution).eval().requires_grad_(False).to(device)
-    image = (torch.rand([1, 3, resolution, resolution], device=device) * 2 - 1)
     if part == 'step':
+        # The time between consecutive step callbacks of one run, best of ``repeats``.
+        from landmark_loss import LandmarkLoss
+        from objectives import look_and_landmarks
+        from optimization import ProjectionSettings, project, w_stats
         w_stats(G)  # computed once per network; not part of a step
-    baseline = _peak_mib(device)
+        objective = look_and_landmarks(perceptual.distance_to(image), LandmarkLoss(fan, image), 1.0, 0.1)
+        baseline = _peak_mib(device)
+        stamps = []
+
+        def stamp(info):
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
+            stamps.append(time.perf_counter())
+
+        project(G, objective, ProjectionSettings(num_steps=repeats + 1, precision=precision),
+                callbacks=[stamp], seeds=list(range(B)))
+        seconds = min(b - a for a, b in zip(stamps, stamps[1:]))
+        peak = _peak_mib(device)
+        return dict(row, seconds=seconds, seconds_per_image=seconds / B, peak_mib=peak,
+                    peak_over_setup_mib=peak - baseline)
 
     if part == 'generator':
-        ws = G.mapping(torch.randn([1, G.z_dim], device=device), None)
-        noise = [torch.randn([1, 1, l.resolution, l.resolution], device=device, requires_grad=True)
-                 for _, l in G.synthesis.noise_layers()]
+        ws = G.mapping(torch.randn([B, G.z_dim], device=device), None)
+        kwargs = precision_mod.synthesis_kwargs(precision)
+        noise = random_noise(G, B, device)
+        if noise:
+            kwargs['noise'] = noise
+        else:
+            kwargs['noise_mode'] = 'const'
 
         def fn():
             w = ws.detach().clone().requires_grad_(True)
-            G.synthesis(w, noise=noise).square().mean().backward()
+            with autocast():
+                out = G.synthesis(w, **kwargs)
+            out.float().square().mean().backward()
     elif part == 'fan':
+        from landmark_loss import LandmarkLoss
         loss = LandmarkLoss(fan, image)
 
         def fn():
-            x = image.detach().clone().requires_grad_(True)
-            loss(x).sum().backward()
+            x = images.detach().clone().requires_grad_(True)
+            with autocast():
+                out = loss(x)
+            out.float().sum().backward()
     elif part == 'lpips':
-        perceptual.set_target(image)
+        look = perceptual.distance_to(image)
 
         def fn():
-            x = (image.flip(3)).detach().clone().requires_grad_(True)
-            perceptual(x).sum().backward()
-    else:
-        # A whole optimization step (synthesis, both losses, backward, Adam, noise renormalization):
-        # the time between consecutive step callbacks of one run, best of ``repeats``.
-        perceptual.set_target(image)
-        objective = look_and_landmarks(perceptual, LandmarkLoss(fan, image), 1.0, 0.1)
-        stamps = []
-        project(G, objective, ProjectionSettings(num_steps=repeats + 1),
-                callbacks=[lambda info: stamps.append(time.perf_counter())])
-        seconds = min(b - a for a, b in zip(stamps, stamps[1:]))
-        return dict(part=part, resolution=resolution, seconds=seconds, peak_mib=_peak_mib(device),
-                    peak_over_setup_mib=_peak_mib(device) - baseline)
+            x = images.detach().clone().requires_grad_(True)
+            with autocast():
+                out = look(x)
+            out.float().sum().backward()
+    elif part == 'identity':
+        import identity
+        net = identity.InceptionResnetV1().eval().requires_grad_(False).to(device)
+        loss = identity.IdentityLoss(net, image, identity.ffhq_box(resolution))
 
+        def fn():
+            x = images.detach().clone().requires_grad_(True)
+            with autocast():
+                out = loss(x)
+            out.float().sum().backward()
+    else:
+        raise ValueError(f'unknown part {part!r}; one of {PARTS}')
+
+    baseline = _peak_mib(device)
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -103,42 +192,115 @@ def measure(part: str, resolution: int, device_name: str, repeats: int) -> dict:
         if device.type == 'cuda':
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
-    return dict(part=part, resolution=resolution, seconds=min(times), peak_mib=_peak_mib(device),
-                peak_over_setup_mib=_peak_mib(device) - baseline)
+    peak = _peak_mib(device)
+    return dict(row, seconds=min(times), seconds_per_image=min(times) / B, peak_mib=peak,
+                peak_over_setup_mib=peak - baseline)
+
+
+def _list(text: str, kind=str) -> list:
+    return [kind(x.strip()) for x in text.split(',') if x.strip()]
+
+
+def _run_child(spec: dict) -> dict:
+    """``measure(**spec)`` in a fresh process (its own peak memory); a failure becomes an ``error`` entry."""
+    cmd = [sys.executable, os.path.abspath(__file__), '--child', json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, 'PYTHONPATH': ROOT + os.pathsep + os.environ.get('PYTHONPATH', '')})
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ['exit status %d' % proc.returncode])[-1]
+        return dict(error=tail)
+    return json.loads(lines[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--resolutions', default='256,1024')
+    parser.add_argument('--resolutions', default='256,1024', help='comma-separated (below 64: tiny networks)')
+    parser.add_argument('--parts', default=','.join(PARTS), help=f'comma-separated subset of {",".join(PARTS)}')
+    parser.add_argument('--arch', default='sg2', help='comma-separated: sg2, sg3-t, sg3-r')
+    parser.add_argument('--precision', default='fp32', help='comma-separated: auto, fp32, bf16, fp16')
+    parser.add_argument('--batch-size', default='1', help='comma-separated: images per part / latents per step')
     parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda when present)')
     parser.add_argument('--repeats', type=int, default=2)
-    parser.add_argument('--part', choices=PARTS, help=argparse.SUPPRESS)
-    parser.add_argument('--resolution', type=int, help=argparse.SUPPRESS)
+    parser.add_argument('--json', action='store_true', help='one JSON object per measured line instead of the table')
+    parser.add_argument('--in-process', action='store_true',
+                        help='measure every part in this process (faster; peak memory is then a running maximum)')
+    parser.add_argument('--child', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.device is None:
-        import torch
-        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
 
-    if args.part:  # child process
-        print(json.dumps(measure(args.part, args.resolution, args.device, args.repeats)))
+    if args.child:  # child process: one measurement, printed as JSON
+        print(json.dumps(measure(**json.loads(args.child))))
         return
 
     import torch
-    print(f'device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}')
-    print(f'{"resolution":>10} {"part":>10} {"s / step":>9} {"peak MiB":>9} {"(+ over setup)":>15}')
-    for resolution in [int(r) for r in args.resolutions.split(',')]:
-        for part in PARTS:
-            cmd = [sys.executable, os.path.abspath(__file__), '--part', part, '--resolution', str(resolution),
-                   '--device', args.device, '--repeats', str(args.repeats)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.join(HERE, '..'),
-                                  env={**os.environ, 'PYTHONPATH': os.path.join(HERE, '..')})
-            if proc.returncode != 0:
-                print(f'{resolution:>10} {part:>10} failed: {proc.stderr.strip().splitlines()[-1:]}')
-                continue
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
-            label = 'full step' if part == 'step' else part + ' f+b'
-            print(f'{resolution:>10} {label:>10} {r["seconds"]:9.3f} {r["peak_mib"]:9.0f} '
-                  f'{r["peak_over_setup_mib"]:15.0f}', flush=True)
+
+    import precision as precision_mod
+    from benchmarks.synthesis_time import ARCHS
+    from dnnlib.util import UserError
+
+    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    resolutions = _list(args.resolutions, int)
+    parts = _list(args.parts)
+    archs = _list(args.arch)
+    batch_sizes = _list(args.batch_size, int)
+    for value, allowed, what in [(parts, PARTS, '--parts'), (archs, ARCHS, '--arch')]:
+        bad = [v for v in value if v not in allowed]
+        if bad:
+            parser.error(f'{what}: unknown {", ".join(bad)} (choose from {", ".join(allowed)})')
+    if args.repeats < 1 or any(b < 1 for b in batch_sizes):
+        parser.error('--repeats and --batch-size must be at least 1')
+    precisions, skipped = [], []
+    for requested in _list(args.precision):
+        try:
+            p = precision_mod.resolve(requested, device)
+        except UserError as exc:
+            skipped.append(f'{requested}: {exc}')
+            continue
+        if p not in precisions:
+            precisions.append(p)
+
+    def emit_header():
+        if args.json:
+            return
+        print(f'device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}'
+              + (', in one process' if args.in_process else ''))
+        for line in skipped:
+            print(f'skipped precision {line}')
+        print(f'{"arch":>6} {"resolution":>10} {"part":>14} {"precision":>9} {"batch":>5} {"s / step":>9} '
+              f'{"peak MiB":>9} {"(+ over setup)":>15}', flush=True)
+
+    def emit(spec: dict, r: dict):
+        if args.json:
+            out = dict(resolution=spec['resolution'], part=spec['part'], precision=spec['precision'],
+                       batch_size=spec['batch_size'], arch=spec['arch'], seconds=None, peak_mib=None)
+            out.update({k: v for k, v in r.items()})
+            print(json.dumps(out), flush=True)
+            return
+        lead = (f'{spec["arch"]:>6} {spec["resolution"]:>10} {LABELS[spec["part"]]:>14} {spec["precision"]:>9} '
+                f'{spec["batch_size"]:>5}')
+        if 'error' in r:
+            print(f'{lead} failed: {r["error"]}', flush=True)
+        else:
+            print(f'{lead} {r["seconds"]:9.3f} {r["peak_mib"]:9.0f} {r["peak_over_setup_mib"]:15.0f}', flush=True)
+
+    if args.json:
+        for line in skipped:
+            print(f'skipped precision {line}', file=sys.stderr)
+    emit_header()
+    with tempfile.TemporaryDirectory(prefix='bench-weights-') as tmp:  # random weight files, removed afterwards
+        weights = make_weight_files(tmp, resolutions)
+        for arch, resolution, prec, batch, part in itertools.product(archs, resolutions, precisions, batch_sizes,
+                                                                     parts):
+            spec = dict(part=part, resolution=resolution, device_name=device, repeats=args.repeats,
+                        weights=weights, arch=arch, precision=prec, batch_size=batch)
+            if args.in_process:
+                try:
+                    r = measure(**spec)
+                except Exception as exc:  # report and go on with the other lines
+                    r = dict(error=f'{exc.__class__.__name__}: {exc}'.splitlines()[0])
+            else:
+                r = _run_child(spec)
+            emit(spec, r)
 
 
 if __name__ == '__main__':
