@@ -150,6 +150,35 @@ def network_options(func: Callable) -> Callable:
     return func
 
 
+def precision_option(func: Callable) -> Callable:
+    """``--precision auto|fp32|bf16|fp16`` (see ``precision.py``); resolve it with ``resolve_precision``."""
+    return click.option('--precision', type=click.Choice(['auto', 'fp32', 'bf16', 'fp16']), default='auto',
+                        show_default=True,
+                        help='Arithmetic of the frozen networks: auto = fp16 mixed precision on CUDA, bf16 on a '
+                             'CPU with bfloat16 units, else fp32. Latents and Adam stay fp32.')(func)
+
+
+def resolve_precision(requested: str, device) -> str:
+    """The concrete precision for ``--precision`` on ``device``, said on stderr (the run's first lines)."""
+    import precision
+    used = precision.resolve(requested, device)
+    how = f' (from --precision {requested})' if requested == 'auto' else ''
+    click.echo(f'Precision: {used}{how}.', err=True)
+    return used
+
+
+def identity_options(func: Callable) -> Callable:
+    """``--id_weight``, ``--id-weights`` and ``--no-identity``: the identity term and score (identity.py)."""
+    func = click.option('--no-identity', 'no_identity', is_flag=True, default=False,
+                        help='Skip the identity network and score entirely.')(func)
+    func = click.option('--id-weights', 'id_weights', default=None, metavar='PATH',
+                        help='Local FaceNet (VGGFace2) state dict for offline use; with it, or with the weights '
+                             'already cached, the report gives identity_similarity.')(func)
+    func = click.option('--id_weight', type=float, default=0.0, show_default=True,
+                        help='Weight of the identity term 1 - cos(FaceNet(G(w)), FaceNet(anchor)); 0: off.')(func)
+    return func
+
+
 def detector_options(func: Callable) -> Callable:
     """``--detector`` and ``--detector-weights``: how faces are found when aligning (``--align``)."""
     func = click.option('--detector-weights', 'detector_weights', default=None, metavar='PATH',

@@ -15,7 +15,7 @@ maps (older ones, or another tool's) get the generator's own constant noise.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 import numpy as np
@@ -32,6 +32,18 @@ class Networks:
     D: Optional[torch.nn.Module] = None     # networks.Discriminator, when asked for
     fan: Optional[torch.nn.Module] = None   # face_alignment FAN, when asked for
     perceptual: Optional[torch.nn.Module] = None  # perceptual.PerceptualLoss (stateless use), when asked for
+    facenet: Optional[torch.nn.Module] = None     # identity.InceptionResnetV1, when the identity term or score is asked for
+    info: Dict[str, object] = field(default_factory=dict)  # what the pickle was: network_info() (report.json 'network')
+
+
+def network_info(G, data: Optional[dict] = None) -> Dict[str, object]:
+    """What a report records about a loaded generator: family (``ada``, ``tf`` or ``sg3-repo``, as
+    ``legacy.load_network_pkl`` says), architecture (``stylegan2`` / ``stylegan3``), pickle protocol,
+    resolution, ``num_ws``, ``w_dim``, ``c_dim``."""
+    data = data or {}
+    return dict(family=data.get('family', 'ada'), architecture=getattr(G, 'architecture', 'stylegan2'),
+                pickle_protocol=data.get('protocol'), resolution=int(G.img_resolution), num_ws=int(G.num_ws),
+                w_dim=int(G.w_dim), c_dim=int(G.c_dim))
 
 
 def _frozen(module: torch.nn.Module, device) -> torch.nn.Module:
@@ -40,9 +52,9 @@ def _frozen(module: torch.nn.Module, device) -> torch.nn.Module:
 
 def load_networks(network_pkl: str, device: torch.device, fan_weights: Optional[str] = None,
                   vgg_weights: Optional[str] = None, need_D: bool = False, need_fan: bool = True,
-                  need_lpips: bool = True) -> Networks:
-    """Load what a run needs (``need_lpips=False``: VGG is not read at all); every missing or
-    unreadable file raises ``UserError``."""
+                  need_lpips: bool = True, need_identity: bool = False, id_weights: Optional[str] = None) -> Networks:
+    """Load what a run needs (``need_lpips=False``: VGG is not read at all; ``need_identity``:
+    FaceNet from ``id_weights`` or the hub cache); every missing or unreadable file raises ``UserError``."""
     with dnnlib.util.open_url(network_pkl) as f:
         try:
             data = legacy.load_network_pkl(f)
@@ -67,7 +79,12 @@ def load_networks(network_pkl: str, device: torch.device, fan_weights: Optional[
     if need_lpips:
         from perceptual import PerceptualLoss
         perceptual = _frozen(PerceptualLoss(vgg_weights, device), device)
-    return Networks(G=_frozen(G, device), D=D, fan=fan, perceptual=perceptual)
+    facenet = None
+    if need_identity:
+        from identity import load_facenet
+        facenet = _frozen(load_facenet(id_weights, device), device)
+    return Networks(G=_frozen(G, device), D=D, fan=fan, perceptual=perceptual, facenet=facenet,
+                    info=network_info(G, data))
 
 
 # ----------------------------------------------------------------------------
