@@ -332,6 +332,48 @@ class LandmarkLoss(torch.nn.Module):
         self.last_heatmaps: Optional[torch.Tensor] = None
         self.last_index: Optional[torch.Tensor] = None
 
+    @classmethod
+    def from_points(cls, faces, points, resolution: int, group_weights: Sequence[float] = DEFAULT_GROUP_WEIGHTS,
+                    boxes: Union[None, FaceBox, Sequence[FaceBox]] = None,
+                    device: Union[str, torch.device, None] = None) -> 'LandmarkLoss':
+        """The loss against landmark coordinates instead of target images (no photo involved).
+
+        ``points``: ``[68, 2]`` or ``[T, 68, 2]`` pixels of the generator's ``resolution``.
+        ``boxes``: FAN's crop box per target (default: face_alignment's box for the points,
+        ``landmark_targets.target_box``). The target heat maps are FAN-style Gaussians rendered
+        from the points (``landmark_targets.render_heatmaps``); the landmark error is measured
+        against the points themselves.
+        """
+        from face_landmarks import FaceLandmarks
+        from landmark_targets import render_heatmaps, target_box
+        pts = torch.as_tensor(np.asarray(points.detach().cpu() if isinstance(points, torch.Tensor) else points,
+                                         dtype=np.float32))
+        pts = pts[None] if pts.ndim == 2 else pts
+        misc.assert_shape(pts, [None, 68, 2])
+        T = pts.shape[0]
+        if boxes is None:
+            box_list = [target_box(p.numpy(), resolution) for p in pts]
+        else:
+            box_list = [boxes] * T if isinstance(boxes, FaceBox) else list(boxes)
+            if len(box_list) == 1:
+                box_list = box_list * T
+            if len(box_list) != T:
+                raise ValueError(f'{len(box_list)} boxes for {T} targets')
+        self = cls.__new__(cls)
+        torch.nn.Module.__init__(self)
+        self.faces = faces if isinstance(faces, FaceLandmarks) else FaceLandmarks(faces)
+        self.fan = self.faces.fan
+        device = torch.device(device) if device is not None else self.faces.device
+        self.num_targets = T
+        self.boxes = box_list
+        self.resolution = int(resolution)
+        self.register_buffer('point_weights', landmark_weight_vector(group_weights).to(device))
+        self.register_buffer('target_heatmaps', render_heatmaps(pts, box_list, device=device))
+        self.target_landmarks = pts.to(device)
+        self.last_heatmaps = None
+        self.last_index = None
+        return self
+
     @property
     def box(self) -> FaceBox:
         """The first target's box (the only one for a single target)."""
