@@ -8,7 +8,7 @@ with values nominally in ``[-1, 1]``.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -185,7 +185,10 @@ class SynthesisBlock(torch.nn.Module):
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
                  is_last: bool, architecture: str = 'skip', resample_filter: Sequence[int] = (1, 3, 3, 1),
                  conv_clamp: Optional[float] = None, use_fp16: bool = False, fp16_channels_last: bool = False,
-                 **layer_kwargs):
+                 fused_modconv_default: Union[bool, str, None] = None, **layer_kwargs):
+        # ``fused_modconv_default`` comes from the stylegan3 repository's StyleGAN2 (True, False or
+        # 'inference_only'); None is StyleGAN2-ADA's rule (fused in eval mode for fp32 or batch 1).
+        # Fused and unfused modulated convolutions compute the same function.
         if architecture not in ('orig', 'skip', 'resnet'):
             raise ValueError(f"unknown architecture {architecture!r}")
         super().__init__()
@@ -196,6 +199,7 @@ class SynthesisBlock(torch.nn.Module):
         self.is_last = is_last
         self.architecture = architecture
         self.use_fp16 = use_fp16
+        self.fused_modconv_default = fused_modconv_default
         self.channels_last = use_fp16 and fp16_channels_last
         self.register_buffer('resample_filter', upfirdn2d.setup_filter(list(resample_filter)))
         self.num_conv = 0
@@ -230,7 +234,11 @@ class SynthesisBlock(torch.nn.Module):
         dtype = torch.float16 if use_fp16 else torch.float32
         memory_format = torch.channels_last if self.channels_last and use_fp16 else torch.contiguous_format
         if fused_modconv is None:
+            fused_modconv = self.fused_modconv_default
+        if fused_modconv is None:
             fused_modconv = (not self.training) and (dtype == torch.float32 or int(ws.shape[0]) == 1)
+        elif fused_modconv == 'inference_only':
+            fused_modconv = not self.training
 
         if self.in_channels == 0:
             x = self.const.to(dtype=dtype, memory_format=memory_format)

@@ -1,6 +1,7 @@
 """Our generator and discriminator compute the same functions as the reference implementation.
 
-The fixtures were written by the reference StyleGAN2-ADA code (see tests/data/README.md);
+The fixtures were written by the reference code (StyleGAN2-ADA; converted from a TensorFlow-era
+pickle by its converter; the stylegan3 repository's StyleGAN2: see tests/data/README.md);
 every array must match within 1e-4 absolute.
 """
 
@@ -16,7 +17,7 @@ DATA = Path(__file__).parent / 'data'
 ATOL = 1e-4
 
 
-@pytest.fixture(scope='module', params=['tiny-skip', 'cond-orig'])
+@pytest.fixture(scope='module', params=['tiny-skip', 'cond-orig', 'tf-tiny', 'sg3repo-sg2-tiny'])
 def fixture(request):
     with open(DATA / f'{request.param}.pkl', 'rb') as f:
         nets = legacy.load_network_pkl(f)

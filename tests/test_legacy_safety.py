@@ -269,9 +269,29 @@ def test_other_globals_refused(target):
         load(data)
 
 
-def test_numpy_arrays_refused():
-    # Arrays come through numpy's ``_reconstruct``, which the allow-list does not admit.
-    data = pickle.dumps({'G': None, 'training_set_kwargs': {'a': np.arange(3)}}, protocol=4)
+@pytest.mark.parametrize('protocol', [2, 3, 4, 5])
+def test_numpy_arrays_decoded_as_plain_arrays(protocol):
+    # StyleGAN3 and TF pickles hold arrays (numpy's ``_reconstruct`` + BUILD, or ``_frombuffer`` at 5).
+    values = {'a': np.arange(6, dtype=np.float32).reshape(2, 3), 'b': np.asfortranarray(np.eye(3)),
+              'c': np.array([1, 2], dtype='>i4')}
+    data = pickle.dumps({'G': None, 'training_set_kwargs': values}, protocol=protocol)
+    result = load(data)['training_set_kwargs']
+    for key, value in values.items():
+        assert type(result[key]) is np.ndarray and result[key].dtype == value.dtype
+        np.testing.assert_array_equal(result[key], value)
+
+
+@pytest.mark.parametrize('array', [np.array([1, 'x'], dtype=object), np.zeros(2, dtype=[('a', 'f4'), ('b', 'i4')]),
+                                   np.array(['ab'])], ids=['object', 'structured', 'unicode'])
+@pytest.mark.parametrize('protocol', [2, 4, 5])
+def test_numpy_arrays_of_other_dtypes_refused(array, protocol):
+    data = pickle.dumps({'G': None, 'training_set_kwargs': {'a': array}}, protocol=protocol)
+    with pytest.raises(legacy.NetworkLoadError, match='dtype|refused'):
+        load(data)
+
+
+def test_numpy_array_subclass_refused():
+    data = pickle.dumps({'G': None, 'x': np.ma.masked_array([1.0, 2.0])}, protocol=4)
     with pytest.raises(legacy.NetworkLoadError, match='refused'):
         load(data)
 
@@ -541,7 +561,8 @@ def test_network_load_error_is_user_error():
 # The real fixtures.
 
 def _check_fixture(data, augment):
-    assert set(data) == {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs'}
+    assert set(data) == {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs', 'family', 'protocol'}
+    assert data['family'] == 'ada' and data['protocol'] == 4
     assert type(data['G']) is networks.Generator
     assert type(data['G_ema']) is networks.Generator
     assert type(data['D']) is networks.Discriminator
