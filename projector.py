@@ -20,7 +20,9 @@ import torch
 
 import image_io
 from cli_common import (ZERO_ONE, PhaseTimer, ProgressBar, check_outdir_writable, check_weights, detector_options,
-                        environment, load_face_detector, network_options, pick_device, prepare_outdir, run)
+                        environment, load_face_detector, network_options, pick_device, precision_option,
+                        prepare_outdir, run)
+import cli_common
 from dnnlib.util import UserError
 from landmark_loss import DEFAULT_GROUP_WEIGHTS, DEFAULT_GROUP_WEIGHTS_TEXT, LANDMARK_GROUPS, LandmarkLoss, draw_landmarks, parse_group_weights
 from loaders import Networks, load_networks, projection_arrays
@@ -149,9 +151,17 @@ Landmark groups for --landmark_weights, in order: """ + ', '.join(LANDMARK_GROUP
 
 @click.command(epilog=EXAMPLES, context_settings=dict(help_option_names=['-h', '--help'], max_content_width=100))
 @network_options
-@click.option('--target_look', 'target_look', required=True, metavar='FILE', help='Image whose look (identity, style) to take.')
-@click.option('--target_landmarks', 'target_landmarks', required=True, metavar='FILE', help='Image whose facial landmarks (expression) to take.')
-@click.option('--outdir', required=True, metavar='DIR', help='Where to write the outputs.')
+@click.option('--target_look', 'target_look', default=None, metavar='FILE', help='Image whose look (identity, style) to take.')
+@click.option('--target_landmarks', 'target_landmarks', default=None, metavar='FILE', help='Image whose facial landmarks (expression) to take.')
+@click.option('--outdir', default=None, metavar='DIR', help='Where to write the outputs.')
+@click.option('--pairs', 'pairs_csv', default=None, metavar='CSV',
+              help='Many pairs: a CSV with columns look,landmarks,outdir (paths relative to the CSV; optional columns '
+                   'lpips_weight, landmark_weight, landmark_weights, seed override the options). Replaces '
+                   '--target_look/--target_landmarks/--outdir; pairs_report.json goes next to the CSV.')
+@click.option('--batch-size', 'batch_size', type=int, default=1, show_default=True,
+              help='With --pairs: optimize this many pairs in one batched step.')
+@click.option('--resume/--no-resume', default=True, show_default=True,
+              help='With --pairs: skip rows whose outputs are complete.')
 @click.option('--num-steps', 'num_steps', type=int, default=1000, show_default=True, help='Optimization steps.')
 @click.option('--lpips_weight', type=float, default=1.0, show_default=True, help='Weight of the LPIPS term (look).')
 @click.option('--landmark_weight', type=float, default=0.1, show_default=True, help='Weight of the heat-map term (landmarks); 0.01-0.05 keeps quality.')
@@ -167,16 +177,18 @@ Landmark groups for --landmark_weights, in order: """ + ', '.join(LANDMARK_GROUP
 @click.option('--latent', type=click.Choice(['w', 'w+']), default='w', show_default=True, help='Optimize one w for all layers, or one per layer.')
 @click.option('--align/--no-align', default=False, show_default=True, help='FFHQ-align raw photos first (from their landmarks).')
 @detector_options
-def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_landmarks, outdir, num_steps,
-         lpips_weight, landmark_weight, landmark_weights, seed, save_video, d_loss, d_weight, latent, align, detector,
-         detector_weights):
+@precision_option
+def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_landmarks, outdir, pairs_csv, batch_size,
+         resume, num_steps, lpips_weight, landmark_weight, landmark_weights, seed, save_video, d_loss, d_weight, latent,
+         align, detector, detector_weights, precision):
     """Project a face into a StyleGAN2 generator: the look of --target_look with the facial
     landmarks (expression) of --target_landmarks.
 
     Inputs are centre-cropped to a square and resized to the generator's resolution; pass
     --align for photos that are not FFHQ-aligned. Writes proj.png, projected_w.npz,
     target_look.png, target_landmarks.png (the inputs as used), summary.png, report.json and,
-    with --save_video 1, proj.mp4 into --outdir.
+    with --save_video 1, proj.mp4 into --outdir. With --pairs CSV, does the same for every row
+    of the CSV (networks loaded once; under torchrun the rows are shared out over the ranks).
     """
     timer = PhaseTimer()
     # Everything a user can get wrong is checked before any heavy work.
@@ -185,14 +197,33 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     check_weights(lpips_weight=lpips_weight, landmark_weight=landmark_weight)
     d_weight = realism_weight(d_loss, d_weight)
     group_weights = parse_group_weights(landmark_weights)
+    cli = dict(network=network_pkl, num_steps=num_steps, lpips_weight=lpips_weight, landmark_weight=landmark_weight,
+               landmark_weights=landmark_weights, seed=seed, save_video=save_video, d_loss=d_loss, d_weight=d_weight,
+               latent=latent, align=align, detector=detector, detector_weights=detector_weights,
+               fan_weights=fan_weights, vgg_weights=vgg_weights, precision=precision)
+    if pairs_csv is not None:
+        given = [n for n, v in (('--target_look', target_look), ('--target_landmarks', target_landmarks),
+                                ('--outdir', outdir)) if v is not None]
+        if given:
+            raise UserError(f'--pairs replaces {", ".join(given)}: give the paths in the CSV')
+        import pairs_runner
+        return pairs_runner.projector_main(pairs_csv, batch_size, resume, device, cli, group_weights)
+    missing = [n for n, v in (('--target_look', target_look), ('--target_landmarks', target_landmarks),
+                              ('--outdir', outdir)) if v is None]
+    if missing:
+        raise UserError(f'missing {", ".join(missing)} (or give --pairs CSV)')
+    if batch_size != 1 or not resume:
+        raise UserError('--batch-size and --no-resume need --pairs')
     look_raw = image_io.load_image(target_look, '--target_look')
     target_raw = image_io.load_image(target_landmarks, '--target_landmarks')
     check_outdir_writable(outdir)
     dev = pick_device(device)
-    settings = ProjectionSettings(num_steps=num_steps, latent=latent, seed=seed)
+    used_precision = resolve_precision(precision, dev, announce=False)
+    settings = ProjectionSettings(num_steps=num_steps, latent=latent, seed=seed, precision=used_precision)
 
     with timer('load_networks'):
         nets = load_networks(network_pkl, dev, fan_weights=fan_weights, vgg_weights=vgg_weights, need_D=d_weight > 0)
+    announce_precision(used_precision, precision)  # after the loads, so that a bad file stays a one-line error
     with timer('prepare_targets'):
         resolution = nets.G.img_resolution
         if align:
@@ -226,16 +257,45 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
         if writer is not None:
             writer.discard()
 
-    report = dict(
+    report = make_report(cli, str(target_look), str(target_landmarks), str(outdir), group_weights, dev,
+                         used_precision, nets, settings, projector, projection, timer)
+    image_io.save_json(out / 'report.json', report)
+    click.echo(f'LPIPS to look {projection.lpips_to_look:.4f}, landmark error {projection.landmark_error:.4f}; '
+               f'outputs in {out}', err=True)
+
+
+def resolve_precision(requested: str, device, announce: bool = True) -> str:
+    """``cli_common.resolve_precision``, optionally without saying it yet (``announce_precision``)."""
+    if announce:
+        return cli_common.resolve_precision(requested, device)
+    import precision as precision_mod
+    return precision_mod.resolve(requested, device)
+
+
+def announce_precision(used: str, requested: str) -> None:
+    how = f' (from --precision {requested})' if requested == 'auto' else ''
+    click.echo(f'Precision: {used}{how}.', err=True)
+
+
+def make_report(cli: dict, target_look: str, target_landmarks: str, outdir: str, group_weights, dev,
+                used_precision: str, nets: Networks, settings: ProjectionSettings, projector: LandmarkProjector,
+                projection: LandmarkProjection, timer: PhaseTimer) -> dict:
+    """The content of ``report.json`` (the same for a single run and a ``--pairs`` row)."""
+    c = cli
+    return dict(
         command='projector',
-        settings=dict(network=network_pkl, target_look=str(target_look), target_landmarks=str(target_landmarks),
-                      outdir=str(outdir), num_steps=num_steps, lpips_weight=lpips_weight,
-                      landmark_weight=landmark_weight, landmark_weights=dict(zip(LANDMARK_GROUPS, group_weights)),
-                      seed=seed, save_video=save_video, d_loss=d_loss, d_weight=d_weight, latent=latent, align=align, detector=detector,
-                      detector_weights=detector_weights, device=str(dev),
-                      fan_weights=fan_weights, vgg_weights=vgg_weights),
+        settings=dict(network=c['network'], target_look=target_look, target_landmarks=target_landmarks,
+                      outdir=outdir, num_steps=settings.num_steps, lpips_weight=projector.lpips_weight,
+                      landmark_weight=projector.landmark_weight,
+                      landmark_weights=dict(zip(LANDMARK_GROUPS, group_weights)),
+                      seed=settings.seed, save_video=c['save_video'], d_loss=c['d_loss'], d_weight=c['d_weight'],
+                      latent=settings.latent, align=c['align'], detector=c['detector'],
+                      detector_weights=c['detector_weights'], device=str(dev),
+                      fan_weights=c['fan_weights'], vgg_weights=c['vgg_weights'], precision=c['precision']),
+        precision=used_precision,
+        network=dict(nets.info),
         optimizer=asdict(settings),
-        generator=dict(resolution=resolution, num_ws=nets.G.num_ws, w_dim=nets.G.w_dim),
+        generator=dict(resolution=nets.G.img_resolution, num_ws=nets.G.num_ws, w_dim=nets.G.w_dim),
         face_box=asdict(projector.landmarks.box),
         final_losses=projection.result.losses[0],
         lpips_to_look=projection.lpips_to_look,
@@ -243,13 +303,10 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
         loss_first_step=projection.result.history[0]['total'],
         losses_first_step=projection.result.history[0]['losses'][0],
         loss_last_step=projection.result.history[-1]['total'],
-        seconds_per_step=projection.result.seconds / num_steps,
+        seconds_per_step=projection.result.seconds / settings.num_steps,
         timings=timer.as_dict(),
         environment=environment(),
     )
-    image_io.save_json(out / 'report.json', report)
-    click.echo(f'LPIPS to look {projection.lpips_to_look:.4f}, landmark error {projection.landmark_error:.4f}; '
-               f'outputs in {out}', err=True)
 
 
 def realism_weight(d_loss: bool, d_weight: Optional[float]) -> float:

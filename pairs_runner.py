@@ -1,0 +1,236 @@
+"""``projector.py --pairs``: many look/landmark pairs in one process (and over torchrun ranks).
+
+The loop: read the rows (``pairs.read_pairs``), keep this rank's share (``pairs.shard``), skip
+rows whose outputs are complete (unless ``resume=False``), group the rest in batches of
+``batch_size`` (``pairs.batches``), optimize each batch with ``LandmarkProjector.run_batch`` and
+write every row's outputs into its own folder exactly as a single run does (each file written
+to a temporary name and renamed; ``report.json`` last, so a folder without it is unfinished).
+A row that fails (unreadable image, no face, folder not writable) is recorded and skipped; the
+others go on. Rank 0 writes ``pairs_report.json`` next to the CSV, merged over all ranks.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import distributed
+import image_io
+import pairs
+from dnnlib.util import UserError
+
+REPORT_NAME = 'pairs_report.json'
+
+
+def report_path(csv_path: str) -> Path:
+    """Where the merged report goes: ``pairs_report.json`` in the CSV's folder."""
+    return Path(csv_path).resolve().parent / REPORT_NAME
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, UserError):
+        return ' '.join(str(exc).split())
+    return f'{exc.__class__.__name__}: {" ".join(str(exc).split())}'
+
+
+def run_pairs(rows: List[pairs.PairRow], prepare: Callable, optimize: Callable, write: Callable, *,
+              batch_size: int = 1, resume: bool = True, ctx: Optional[distributed.Context] = None,
+              progress: bool = True) -> List[Dict]:
+    """Run this rank's rows; return one record per row of the rank (``status`` ok/failed/skipped).
+
+    ``prepare(row) -> job`` loads and checks a row's inputs (raising on a bad row);
+    ``optimize(jobs) -> [projection]`` runs a batch; ``write(job, projection) -> record`` writes
+    the row's outputs and returns its losses etc. Each call's failure only fails its row(s).
+    """
+    ctx = ctx or distributed.Context()
+    mine = pairs.shard(rows, ctx.rank, ctx.world_size)
+    records: List[Dict] = []
+    todo = []
+    for row in mine:
+        if resume and pairs.is_complete(row.outdir):
+            records.append(_record(row, 'skipped', ctx, note='outputs complete (rerun with --no-resume to redo)'))
+        else:
+            todo.append(row)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(mine), desc=f'pairs (rank {ctx.rank})' if ctx.distributed else 'pairs', unit='pair',
+                   dynamic_ncols=True, position=0)
+        bar.update(len(mine) - len(todo))
+    try:
+        for group in pairs.batches(todo, batch_size):
+            jobs = []
+            for row in group:
+                start = time.perf_counter()
+                try:
+                    jobs.append((row, prepare(row), time.perf_counter() - start))
+                except Exception as exc:  # noqa: BLE001 - a bad row fails alone
+                    records.append(_failed(row, exc, ctx, time.perf_counter() - start))
+                    if bar is not None:
+                        bar.update(1)
+            if not jobs:
+                continue
+            start = time.perf_counter()
+            try:
+                projections = optimize([job for _, job, _ in jobs])
+            except Exception as exc:  # noqa: BLE001
+                for row, _, prep in jobs:
+                    records.append(_failed(row, exc, ctx, prep))
+                if bar is not None:
+                    bar.update(len(jobs))
+                continue
+            shared = (time.perf_counter() - start) / len(jobs)
+            for (row, job, prep), projection in zip(jobs, projections):
+                start = time.perf_counter()
+                try:
+                    info = write(job, projection)
+                    records.append(_record(row, 'ok', ctx, seconds=round(prep + shared + time.perf_counter() - start, 3),
+                                           **info))
+                except Exception as exc:  # noqa: BLE001
+                    records.append(_failed(row, exc, ctx, prep + shared + time.perf_counter() - start))
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return sorted(records, key=lambda r: r['index'])
+
+
+def _record(row: pairs.PairRow, status: str, ctx: distributed.Context, **extra) -> Dict:
+    return dict(index=row.index, line=row.line, look=str(row.look), landmarks=str(row.landmarks),
+                outdir=str(row.outdir), status=status, rank=ctx.rank, **extra)
+
+
+def _failed(row, exc, ctx, seconds) -> Dict:
+    import click
+    message = _error_text(exc)
+    click.echo(f'{row.name} failed: {message}', err=True)
+    if not isinstance(exc, UserError):
+        click.echo(''.join(traceback.format_exception_only(type(exc), exc)).strip(), err=True)
+    return _record(row, 'failed', ctx, error=message, seconds=round(seconds, 3))
+
+
+def merge_and_report(ctx: distributed.Context, records: List[Dict], csv_path: str, settings: Dict) -> Optional[Dict]:
+    """Gather every rank's records; rank 0 writes the merged report and returns it (others: None)."""
+    gathered = distributed.gather(ctx, records)
+    if gathered is None:
+        return None
+    merged = sorted((r for part in gathered for r in part), key=lambda r: r['index'])
+    counts = {s: sum(r['status'] == s for r in merged) for s in ('ok', 'skipped', 'failed')}
+    report = dict(command='projector --pairs', pairs=str(Path(csv_path).resolve()), world_size=ctx.world_size,
+                  counts=counts, settings=settings, rows=merged)
+    image_io.save_json(report_path(csv_path), report)
+    return report
+
+
+# ----------------------------------------------------------------------------
+# projector.py --pairs
+
+OVERRIDES = dict(lpips_weight=float, landmark_weight=float, landmark_weights=str, seed=int)
+
+
+def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optional[str], cli: Dict,
+                   group_weights) -> None:
+    """``projector.py --pairs``: exit status 1 when any row failed (0 otherwise)."""
+    import click
+
+    import projector
+    from cli_common import PhaseTimer, check_weights, pick_device, prepare_outdir
+    from landmark_loss import parse_group_weights
+    from loaders import load_networks
+    from optimization import ProjectionSettings
+
+    if batch_size < 1:
+        raise UserError(f'--batch-size must be at least 1, got {batch_size}')
+    if cli['save_video']:
+        raise UserError('--save_video is not available with --pairs (run the pair alone to get its video)')
+    if cli['align']:
+        raise UserError('--align is not available with --pairs yet; align the photos first')
+    rows = pairs.read_pairs(csv_path, OVERRIDES)
+    for row in rows:  # per-row settings are checked before any heavy work
+        try:
+            o = row.overrides
+            check_weights(**{k: o[k] for k in ('lpips_weight', 'landmark_weight') if k in o})
+            if 'landmark_weights' in o:
+                o['group_weights'] = parse_group_weights(o['landmark_weights'])
+        except UserError as exc:
+            raise UserError(f'--pairs: {row.name}: {exc}') from None
+    ctx, dist_device = distributed.setup(device)
+    try:
+        dev = dist_device if dist_device is not None else pick_device(device)
+        used_precision = projector.resolve_precision(cli['precision'], dev, announce=False)
+        if ctx.distributed:
+            click.echo(f'Rank {ctx.rank} of {ctx.world_size} ({ctx.backend}) on {dev}: '
+                       f'{len(pairs.shard(rows, ctx.rank, ctx.world_size))} of {len(rows)} rows.', err=True)
+        load_timer = PhaseTimer()
+        with load_timer('load_networks'):
+            nets = load_networks(cli['network'], dev, fan_weights=cli['fan_weights'], vgg_weights=cli['vgg_weights'],
+                                 need_D=cli['d_weight'] > 0)
+        projector.announce_precision(used_precision, cli['precision'])
+        resolution = nets.G.img_resolution
+
+        def settings_for(row):
+            return ProjectionSettings(num_steps=cli['num_steps'], latent=cli['latent'],
+                                      seed=row.overrides.get('seed', cli['seed']), precision=used_precision)
+
+        def prepare(row):
+            timer = PhaseTimer()
+            timer.seconds['load_networks'] = load_timer.seconds['load_networks']
+            look_raw = image_io.load_image(row.look, 'look')
+            target_raw = image_io.load_image(row.landmarks, 'landmarks')
+            with timer('prepare_targets'):
+                look, target = (projector.prepare_image(img, resolution) for img in (look_raw, target_raw))
+                o = row.overrides
+                proj = projector.LandmarkProjector(nets, look, target, o.get('lpips_weight', cli['lpips_weight']),
+                                                   o.get('landmark_weight', cli['landmark_weight']),
+                                                   o.get('group_weights', group_weights), cli['d_weight'])
+                target_points = proj.landmarks.target_landmarks[0].cpu().numpy()
+            out = prepare_outdir(str(row.outdir))
+            # A redone row's old report goes first: until the new one is written, the folder is unfinished.
+            (out / 'report.json').unlink(missing_ok=True)
+            return dict(row=row, look=look, target=target, projector=proj, target_points=target_points, out=out,
+                        timer=timer, settings=settings_for(row),
+                        group_weights=o.get('group_weights', group_weights))
+
+        def optimize(jobs):
+            settings = jobs[0]['settings']
+            start = PhaseTimer()
+            with start('optimize'):
+                if len(jobs) == 1:
+                    results = [jobs[0]['projector'].run(settings)]
+                else:
+                    results = projector.LandmarkProjector.run_batch([j['projector'] for j in jobs], settings,
+                                                                    seeds=[j['settings'].seed for j in jobs])
+            for j in jobs:
+                j['timer'].seconds['optimize'] = start.seconds['optimize']
+            return results
+
+        def write(job, projection):
+            timer = job['timer']
+            with timer('write_outputs'):
+                projector.write_outputs(job['out'], projection, job['look'], job['target'], job['target_points'])
+            row = job['row']
+            report = projector.make_report(cli, str(row.look), str(row.landmarks), str(row.outdir),
+                                           job['group_weights'], dev, used_precision, nets, job['settings'],
+                                           job['projector'], projection, timer)
+            report['pairs'] = dict(csv=str(Path(csv_path).resolve()), row=row.index + 1, line=row.line,
+                                   batch_size=batch_size)
+            image_io.save_json(job['out'] / 'report.json', report)
+            return dict(final_losses=report['final_losses'], lpips_to_look=report['lpips_to_look'],
+                        landmark_error=report['landmark_error'])
+
+        records = run_pairs(rows, prepare, optimize, write, batch_size=batch_size, resume=resume, ctx=ctx)
+        merged = merge_and_report(ctx, records, csv_path, dict(cli, batch_size=batch_size, resume=resume,
+                                                               precision_used=used_precision, device=str(dev)))
+    finally:
+        distributed.teardown(ctx)
+    if merged is not None:
+        c = merged['counts']
+        click.echo(f'{c["ok"]} done, {c["skipped"]} skipped (complete), {c["failed"]} failed; '
+                   f'report in {report_path(csv_path)}', err=True)
+        if c['failed']:
+            raise SystemExit(1)
+    elif any(r['status'] == 'failed' for r in records):
+        raise SystemExit(1)

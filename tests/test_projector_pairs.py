@@ -1,0 +1,113 @@
+"""``projector.py --pairs``: rows in their own folders equal to single runs, batching, bad rows,
+resume, pairs_report.json, and the user errors (issue 9 §2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import projector
+from cli_helpers import assert_one_error_line, invoke, read_json, read_npz
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+STEPS = 3
+
+
+def _common(tiny_pkl, fan_weights, vgg_weights):
+    return ['--network', tiny_pkl, '--device', 'cpu', '--fan-weights', fan_weights, '--vgg-weights', vgg_weights,
+            '--num-steps', STEPS, '--precision', 'fp32', '--seed', 5]
+
+
+@pytest.fixture(scope='module')
+def pairs_dir(face_images, tmp_path_factory):
+    look, landmarks = face_images
+    base = tmp_path_factory.mktemp('pairs')
+    (base / 'broken.png').write_bytes(b'not an image')
+    (base / 'blocked').write_text('a file where a folder should be')
+    (base / 'pairs.csv').write_text(
+        'look,landmarks,outdir,seed\n'
+        f'{look},{landmarks},out/a,\n'
+        f'{landmarks},{look},out/b,9\n'
+        f'broken.png,{look},out/bad,\n'
+        f'{look},{look},blocked/c,\n')
+    return base
+
+
+@pytest.fixture(scope='module')
+def batched(tiny_pkl, fan_weights, vgg_weights, pairs_dir):
+    code, _, err = invoke(projector.main, _common(tiny_pkl, fan_weights, vgg_weights)
+                          + ['--pairs', pairs_dir / 'pairs.csv', '--batch-size', 2])
+    return code, err
+
+
+def test_bad_rows_fail_alone_and_are_reported(batched, pairs_dir):
+    code, err = batched
+    assert code == 1, err
+    report = read_json(pairs_dir / 'pairs_report.json')
+    assert [r['status'] for r in report['rows']] == ['ok', 'ok', 'failed', 'failed']
+    assert report['counts'] == dict(ok=2, skipped=0, failed=2)
+    assert 'broken.png' in report['rows'][2]['error']
+    assert 'cannot write' in report['rows'][3]['error']
+    for r in report['rows'][:2]:
+        assert {'final_losses', 'lpips_to_look', 'landmark_error', 'seconds'} <= set(r)
+    assert not (pairs_dir / 'out' / 'bad').exists()
+    assert 'Traceback' not in err
+
+
+def test_batched_rows_equal_single_runs(batched, pairs_dir, tiny_pkl, fan_weights, vgg_weights, face_images,
+                                        tmp_path):
+    look, landmarks = face_images
+    for name, (lk, lm, seed) in {'a': (look, landmarks, 5), 'b': (landmarks, look, 9)}.items():
+        single = tmp_path / name
+        args = _common(tiny_pkl, fan_weights, vgg_weights) + ['--target_look', lk, '--target_landmarks', lm,
+                                                              '--outdir', single, '--seed', seed]
+        code, _, err = invoke(projector.main, args)
+        assert code == 0, err
+        row = pairs_dir / 'out' / name
+        assert sorted(p.name for p in row.iterdir()) == sorted(p.name for p in single.iterdir())
+        got, want = read_npz(row / 'projected_w.npz'), read_npz(single / 'projected_w.npz')
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-4)
+        r_got, r_want = read_json(row / 'report.json'), read_json(single / 'report.json')
+        assert r_got['optimizer'] == r_want['optimizer']
+        assert r_got['landmark_error'] == pytest.approx(r_want['landmark_error'], rel=1e-3, abs=1e-5)
+        assert r_got['lpips_to_look'] == pytest.approx(r_want['lpips_to_look'], rel=1e-3, abs=1e-5)
+
+
+def test_rerun_skips_complete_rows_and_no_resume_redoes(batched, pairs_dir, tiny_pkl, fan_weights, vgg_weights):
+    csv = pairs_dir / 'only_good.csv'
+    csv.write_text('look,landmarks,outdir,seed\n' + '\n'.join((pairs_dir / 'pairs.csv').read_text().splitlines()[1:3])
+                   + '\n')
+    before = (pairs_dir / 'out' / 'a' / 'report.json').stat().st_mtime_ns
+    code, _, err = invoke(projector.main, _common(tiny_pkl, fan_weights, vgg_weights) + ['--pairs', csv])
+    assert code == 0, err
+    report = read_json(pairs_dir / 'pairs_report.json')
+    assert [r['status'] for r in report['rows']] == ['skipped', 'skipped']
+    assert (pairs_dir / 'out' / 'a' / 'report.json').stat().st_mtime_ns == before
+    csv.write_text('look,landmarks,outdir,seed\n' + (pairs_dir / 'pairs.csv').read_text().splitlines()[1] + '\n')
+    code, _, err = invoke(projector.main, _common(tiny_pkl, fan_weights, vgg_weights) + ['--pairs', csv,
+                                                                                        '--no-resume'])
+    assert code == 0, err
+    assert [r['status'] for r in read_json(pairs_dir / 'pairs_report.json')['rows']] == ['ok']
+    assert (pairs_dir / 'out' / 'a' / 'report.json').stat().st_mtime_ns != before
+
+
+@pytest.mark.parametrize('content, needles', [(None, ['not found']), ('look,outdir\na,b\n', ['landmarks'])])
+def test_bad_csv_is_one_error_line(tmp_path, tiny_pkl, fan_weights, vgg_weights, content, needles):
+    csv = tmp_path / 'p.csv'
+    if content is not None:
+        csv.write_text(content)
+    code, _, err = invoke(projector.main, _common(tiny_pkl, fan_weights, vgg_weights) + ['--pairs', csv])
+    assert code == 2
+    assert_one_error_line(err, *needles)
+
+
+def test_pairs_and_single_options_do_not_mix(tmp_path, tiny_pkl, fan_weights, vgg_weights):
+    code, _, err = invoke(projector.main, _common(tiny_pkl, fan_weights, vgg_weights)
+                          + ['--pairs', tmp_path / 'p.csv', '--outdir', tmp_path / 'o'])
+    assert code == 2
+    assert_one_error_line(err, '--outdir')
+    code, _, err = invoke(projector.main, _common(tiny_pkl, fan_weights, vgg_weights) + ['--batch-size', 2])
+    assert code == 2
+    assert 'error:' in err

@@ -1,0 +1,71 @@
+"""``torchrun --standalone --nproc_per_node=2 projector.py --pairs`` on the CPU (gloo): the rows are
+shared out, each done exactly once, rank 0 writes the merged report, and the results equal the
+one-process run's (issue 9 §3)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli_helpers import read_json, read_npz
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 3
+
+
+def _write_csv(folder: Path, look: str, landmarks: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [(look, landmarks, 'r0'), (landmarks, look, 'r1'), (look, look, 'r2'), (landmarks, landmarks, 'r3')]
+    csv = folder / 'pairs.csv'
+    csv.write_text('look,landmarks,outdir\n' + ''.join(f'{a},{b},out/{o}\n' for a, b, o in rows))
+    return csv
+
+
+def _run(launcher, csv, tiny_pkl, fan_weights, vgg_weights):
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
+    for name in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'):
+        env.pop(name, None)
+    args = launcher + [str(ROOT / 'projector.py'), '--pairs', str(csv), '--network', tiny_pkl, '--device', 'cpu',
+                       '--fan-weights', fan_weights, '--vgg-weights', vgg_weights, '--num-steps', str(STEPS),
+                       '--precision', 'fp32']
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope='module')
+def runs(tiny_pkl, fan_weights, vgg_weights, face_images, tmp_path_factory):
+    look, landmarks = face_images
+    base = tmp_path_factory.mktemp('torchrun')
+    two = _write_csv(base / 'two', look, landmarks)
+    one = _write_csv(base / 'one', look, landmarks)
+    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
+    p2 = _run(torchrun, two, tiny_pkl, fan_weights, vgg_weights)
+    p1 = _run([sys.executable], one, tiny_pkl, fan_weights, vgg_weights)
+    return (two.parent, p2), (one.parent, p1)
+
+
+def test_every_row_done_once_by_one_rank(runs):
+    (folder, proc), _ = runs
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = read_json(folder / 'pairs_report.json')
+    assert report['world_size'] == 2
+    rows = report['rows']
+    assert [r['index'] for r in rows] == [0, 1, 2, 3]
+    assert all(r['status'] == 'ok' for r in rows)
+    assert [r['rank'] for r in rows] == [0, 1, 0, 1]
+
+
+def test_results_equal_the_one_process_run(runs):
+    (two, p2), (one, p1) = runs
+    assert p2.returncode == 0 and p1.returncode == 0, (p2.stderr[-2000:], p1.stderr[-2000:])
+    assert read_json(one / 'pairs_report.json')['world_size'] == 1
+    for name in ('r0', 'r1', 'r2', 'r3'):
+        got, want = read_npz(two / 'out' / name / 'projected_w.npz'), read_npz(one / 'out' / name / 'projected_w.npz')
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)
+        assert read_json(two / 'out' / name / 'report.json')['landmark_error'] == pytest.approx(
+            read_json(one / 'out' / name / 'report.json')['landmark_error'], rel=1e-4, abs=1e-6)
