@@ -30,7 +30,18 @@ bounded whatever ``N`` is. In free mode there is no stage 1: the frames start at
 which is also the fidelity anchor.
 
 Either way ``+ d_weight * softplus(-D(x_i))`` is added per frame when asked (``--d_loss`` /
-``--d_weight``). Subframes between neighbours are rendered from linearly interpolated latents.
+``--d_weight``), and ``+ id_weight * (1 - cos(E(crop(x_i)), E(crop(anchor))))`` (``--id_weight``,
+FaceNet embeddings ``E``, see ``identity.py``; ``1/N`` of it in the joint schedule). The anchor
+(``--id_anchor``) is the look in identity mode; ``first_frame`` (free mode's default) is frame 0's
+result: in the sequential schedule frame 0 has no identity term and every later frame is
+compared with frame 0 as saved; in the joint schedule frame 0's image of the current step is the
+anchor of every frame (detached: frame 0 leads, the others follow). The crop box is computed once,
+from the landmarks FAN finds on the anchor (joint + ``first_frame``: on the image all frames start
+from). With FaceNet loaded (the term, ``--id-weights``, or weights already cached), ``report.json``
+gives each frame's ``identity_similarity`` (cosine) to the look, or in free mode to frame 0.
+
+Subframes between neighbours are rendered from linearly interpolated latents (in float32, whatever
+``--precision`` the optimization used).
 
 Each finished frame is saved at once (``frames/frame_NNNNN.png`` and ``.npz``), so running the
 same command again continues after the last finished frame (joint mode: after stage 1, or with
@@ -58,9 +69,11 @@ import click
 import numpy as np
 import torch
 
+import identity
 import image_io
+import precision as precision_mod
 from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, check_weights, detector_options, environment,
-                        network_options, pick_device, prepare_outdir, run)
+                        identity_options, network_options, pick_device, precision_option, prepare_outdir, run)
 from dnnlib.util import UserError
 from face_landmarks import FaceLandmarks
 from landmark_loss import (DEFAULT_GROUP_WEIGHTS, DEFAULT_GROUP_WEIGHTS_TEXT, LANDMARK_GROUPS, LandmarkLoss,
@@ -74,6 +87,7 @@ from torch_utils import misc
 FRAME_NAME = 'frame_{:05d}'
 OUTPUT_FILES = ('animation.mp4', 'side_by_side.mp4', 'latents.npz', 'report.json')
 SCHEDULES = ('sequential', 'joint')
+ID_ANCHORS = ('look', 'first_frame')
 # Default weights of the latent terms per distance: the Charbonnier sum is the original's form and
 # takes its smoothness weight; the L2 norm (a much smaller number) takes the weights it had here before.
 L2_DEFAULT_WEIGHT = 0.05
@@ -99,11 +113,15 @@ class AnimationSettings:
     d_weight: float = 0.0
     batch_size: int = 4                  # joint: frames synthesized and evaluated at a time
     seed: int = 303
+    id_weight: float = 0.0               # the identity term 1 - cos(E(crop(x_i)), E(crop(anchor))); 0: off
+    id_anchor: Optional[str] = None      # 'look' or 'first_frame' [identity: look; free: first_frame]
+    precision: str = 'fp32'              # resolved (precision.resolve): 'fp32', 'bf16' or 'fp16'
 
     def resolved(self) -> 'AnimationSettings':
         """A copy with every default filled in (see ``default_latent_weights``)."""
         smoothness, fidelity = default_latent_weights(self.latent_distance, self.mode)
         return replace(self,
+                       id_anchor=self.id_anchor or ('look' if self.mode == 'identity' else 'first_frame'),
                        lpips_weight_second=self.lpips_weight if self.lpips_weight_second is None
                        else self.lpips_weight_second,
                        smoothness_weight=smoothness if self.smoothness_weight is None else self.smoothness_weight,
@@ -122,10 +140,27 @@ class AnimationSettings:
             raise UserError('--num-steps-first and --num-steps must be at least 1')
         if self.batch_size < 1:
             raise UserError(f'--batch-size must be at least 1, got {self.batch_size}')
+        if self.id_anchor is not None and self.id_anchor not in ID_ANCHORS:
+            raise UserError(f"--id_anchor must be one of {', '.join(ID_ANCHORS)}, got {self.id_anchor!r}")
+        if self.mode == 'free' and self.id_anchor == 'look':
+            raise UserError('--id_anchor look needs a look (identity mode); free mode anchors the identity '
+                            'to the first frame (--id_anchor first_frame)')
+        if self.precision not in precision_mod.CONCRETE:
+            raise ValueError(f'precision must be one of {precision_mod.CONCRETE} (resolved), got {self.precision!r}')
         s = self.resolved()
         check_weights(**{name: getattr(s, name) for name in (
             'lpips_weight', 'lpips_weight_second', 'landmark_weight', 'smoothness_weight', 'fidelity_weight',
-            'd_weight')})
+            'd_weight', 'id_weight')})
+
+    def fingerprint(self) -> dict:
+        """The settings a resumed run must share with the one that wrote the finished frames.
+
+        Not the batch size and the precision (memory and speed); the identity settings only when
+        the term is on, so runs without it resume as before it existed.
+        """
+        s = self.resolved()
+        skip = {'batch_size', 'precision'} | ({'id_weight', 'id_anchor'} if not s.id_weight else set())
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(s).items() if k not in skip}
 
 
 def default_latent_weights(distance: str, mode: str):
@@ -152,12 +187,13 @@ def realism_weight(d_loss: bool, d_weight: Optional[float]) -> float:
 # Objectives.
 
 def frame_objective(look_distance, settings: AnimationSettings, landmarks, w_prev: Optional[torch.Tensor],
-                    anchor: Optional[torch.Tensor], D=None):
+                    anchor: Optional[torch.Tensor], D=None, identity_term: Optional['IdentityTerm'] = None):
     """The objective of one frame in the sequential schedule (see the module docstring).
 
     ``look_distance``: LPIPS to the look (identity mode), e.g. ``nets.perceptual.distance_to(look)``;
     ``landmarks``: the frame's heat-map loss; ``w_prev``: the previous frame's latent (None for
-    frame 0); ``anchor``: the fidelity anchor (free: ``w_avg``; identity: ``w_0``, None for frame 0).
+    frame 0); ``anchor``: the fidelity anchor (free: ``w_avg``; identity: ``w_0``, None for frame 0);
+    ``identity_term``: the frame's ``IdentityTerm`` (None: no identity term).
     """
     s = settings.resolved()
     dist = latent_distance(s.latent_distance)
@@ -170,6 +206,8 @@ def frame_objective(look_distance, settings: AnimationSettings, landmarks, w_pre
             terms['fidelity'] = s.fidelity_weight * dist(ws, anchor)
         if s.d_weight:
             terms['realism'] = s.d_weight * realism_term(D, image)
+        if identity_term is not None and s.id_weight:
+            terms['identity'] = s.id_weight * identity_term(image)
         return {name: value.reshape(-1) for name, value in terms.items()}
 
     lpips_weight = s.lpips_weight if s.mode == 'identity' else 0.0
@@ -177,18 +215,24 @@ def frame_objective(look_distance, settings: AnimationSettings, landmarks, w_pre
 
 
 def joint_objectives(look_distance, settings: AnimationSettings, landmarks, anchor: torch.Tensor, num_frames: int,
-                     D=None):
+                     D=None, identity_term: Optional['IdentityTerm'] = None):
     """``(objective, latent_objective)`` of the joint schedule's stage 2 (see the module docstring).
 
     ``landmarks``: a ``LandmarkLoss`` with one target per frame; ``anchor``: the fidelity anchor
-    ``[1, num_ws or 1, w_dim]`` (the stage-1 latent, or ``w_avg`` in free mode).
+    ``[1, num_ws or 1, w_dim]`` (the stage-1 latent, or ``w_avg`` in free mode);
+    ``identity_term``: an ``IdentityTerm`` called with the chunk's index (None: no identity term).
     """
     s = settings.resolved()
     nf = 1.0 / num_frames
     dist = latent_distance(s.latent_distance)
 
-    def extra(image: torch.Tensor, ws: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return {'realism': nf * s.d_weight * realism_term(D, image)} if s.d_weight else {}
+    def extra(image: torch.Tensor, ws: torch.Tensor, index: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        terms = {}
+        if s.d_weight:
+            terms['realism'] = nf * s.d_weight * realism_term(D, image)
+        if identity_term is not None and s.id_weight:
+            terms['identity'] = nf * s.id_weight * identity_term(image, index)
+        return terms
 
     lpips_weight = s.lpips_weight_second if s.mode == 'identity' else 0.0
     objective = look_and_landmarks(look_distance, landmarks, nf * lpips_weight, nf * s.landmark_weight, extra=extra)
@@ -202,6 +246,110 @@ def joint_objectives(look_distance, settings: AnimationSettings, landmarks, anch
         return terms
 
     return objective, latent_objective
+
+
+class IdentityTerm:
+    """``1 - cos(E(crop(x)), E(crop(anchor)))`` per image ``[b]``: the animation's identity term.
+
+    ``net``: FaceNet (``identity.load_facenet``); ``box``: the crop box, computed once
+    (``identity.box_from_image`` of the anchor, or of the image all frames start from);
+    ``anchor``: ``[1, 3, R, R]`` in ``[-1, 1]``, embedded once without gradients.
+    ``follow``: a latent index (the joint schedule with ``--id_anchor first_frame``: 0). Whenever
+    that latent is in the images scored, its current embedding, detached, becomes the anchor, so
+    it leads and the others follow it (its own term is 0, without gradient). ``project`` scores
+    the chunk holding latent 0 first in every step, so every frame meets the step's anchor.
+    """
+
+    def __init__(self, net: torch.nn.Module, box, anchor: torch.Tensor, follow: Optional[int] = None):
+        self.net, self.box, self.follow = net, box, follow
+        with torch.no_grad():
+            self.anchor = identity.embed(net, anchor.detach(), box).float()
+
+    def __call__(self, image: torch.Tensor, index: Optional[torch.Tensor] = None) -> torch.Tensor:
+        emb = identity.embed(self.net, image, self.box).float()
+        if self.follow is not None and index is not None:
+            hits = (index.reshape(-1) == self.follow).nonzero().reshape(-1)
+            if len(hits):
+                self.anchor = emb[int(hits[0]):int(hits[0]) + 1].detach()
+        return 1 - identity.cosine(emb, self.anchor)
+
+
+def identity_box(fan: torch.nn.Module, image: torch.Tensor):
+    """The FaceNet crop box of an image ``[1, 3, R, R]``: ``identity.box_from_image`` (FAN's landmarks)."""
+    with torch.no_grad():
+        return identity.box_from_image(fan, image.detach().float())
+
+
+@torch.no_grad()
+def identity_scores(net: torch.nn.Module, box, reference: torch.Tensor, images: Sequence[np.ndarray],
+                    batch_size: int = 4) -> List[float]:
+    """Cosine similarity of FaceNet embeddings of each ``uint8`` image to ``reference [1, 3, R, R]`` (float32)."""
+    device = reference.device
+    anchor = identity.embed(net, reference, box).float()
+    out: List[float] = []
+    for lo in range(0, len(images), batch_size):
+        batch = torch.cat([image_io.to_tensor(img, device) for img in images[lo:lo + batch_size]])
+        out += identity.cosine(identity.embed(net, batch, box).float(), anchor).cpu().tolist()
+    return [float(v) for v in out]
+
+
+class AnimationIdentity:
+    """What an animation asks of FaceNet: the identity term's anchor and box, and the score.
+
+    ``look``: the look as the generator sees it (aligned), ``[1, 3, R, R]``, or None (free mode).
+    The score's reference is the look, or in free mode frame 0's saved result; its box is the
+    look's, or frame 0's.
+    """
+
+    def __init__(self, net: torch.nn.Module, fan: torch.nn.Module, settings: AnimationSettings,
+                 anim: 'AnimationRun', look: Optional[torch.Tensor]):
+        self.net, self.fan, self.settings, self.anim, self.look = net, fan, settings.resolved(), anim, look
+        self.look_box = identity_box(fan, look) if look is not None else None
+        self._first: Optional[tuple] = None
+        self.term_box = None                           # the box the term used (for the report)
+
+    def first_frame(self) -> tuple:
+        """``(image [1, 3, R, R], box)`` of frame 0 as saved (the same on a resumed run)."""
+        if self._first is None:
+            device = misc.module_device(self.net)
+            image = image_io.to_tensor(image_io.load_image(self.anim.frame_png(0), 'frame 0'), device)
+            self._first = image, identity_box(self.fan, image)
+        return self._first
+
+    def sequential_term(self, index: int) -> Optional[IdentityTerm]:
+        """Frame ``index``'s term in the sequential schedule (None: off, or frame 0 anchoring itself)."""
+        if not self.settings.id_weight:
+            return None
+        if self.settings.id_anchor == 'look':
+            self.term_box = self.look_box
+            return IdentityTerm(self.net, self.look_box, self.look)
+        if index == 0:
+            return None
+        image, box = self.first_frame()
+        self.term_box = box
+        return IdentityTerm(self.net, box, image)
+
+    def joint_term(self, start: torch.Tensor) -> Optional[IdentityTerm]:
+        """The joint schedule's term; ``start``: the image all frames start from ``[1, 3, R, R]``."""
+        if not self.settings.id_weight:
+            return None
+        if self.settings.id_anchor == 'look':
+            self.term_box = self.look_box
+            return IdentityTerm(self.net, self.look_box, self.look)
+        self.term_box = identity_box(self.fan, start)
+        return IdentityTerm(self.net, self.term_box, start, follow=0)
+
+    def report(self, num_frames: int, batch_size: int = 4) -> dict:
+        """``identity_similarity`` of report.json: every frame's cosine to the reference, min and mean."""
+        if self.look is not None:
+            reference, box, what = self.look, self.look_box, 'look'
+        else:
+            (reference, box), what = self.first_frame(), 'first_frame'
+        frames = [image_io.load_image(self.anim.frame_png(i), 'frame') for i in range(num_frames)]
+        sims = identity_scores(self.net, box, reference, frames, batch_size)
+        return dict(reference=what, per_frame=sims, min=min(sims), mean=float(np.mean(sims)),
+                    squared_distance_mean=float(np.mean([identity.similarity_to_squared_distance(v) for v in sims])),
+                    box=asdict(box), term_box=asdict(self.term_box) if self.term_box is not None else None)
 
 
 # ----------------------------------------------------------------------------
@@ -427,11 +575,13 @@ def animate(nets: Networks, driving, settings: AnimationSettings = AnimationSett
             look: Optional[np.ndarray] = None, outdir: Union[str, Path, None] = None, *,
             faces: Optional[FaceLandmarks] = None, align: bool = True, align_smoothing: float = 2.0,
             face_index: int = 0, fps: float = 30.0, subframes: int = 1, resume: bool = True,
-            inputs: Optional[dict] = None, progress: bool = True, log: Callable[[str], None] = _say) -> Animation:
+            inputs: Optional[dict] = None, progress: bool = True, log: Callable[[str], None] = _say,
+            announce: Optional[str] = None) -> Animation:
     """Animate a face: frame ``i`` takes its landmarks from driving frame ``i`` and (identity mode) its look from ``look``.
 
     Args:
-        nets:      ``loaders.load_networks(...)``: G, FAN, and LPIPS for identity mode (D for the realism term).
+        nets:      ``loaders.load_networks(...)``: G, FAN, and LPIPS for identity mode (D for the realism term;
+                   FaceNet for the identity term, and with FaceNet the report's ``identity_similarity``).
         driving:   The driving frames: an ``image_io.DrivingInput`` (streamed), a sequence of
                    ``uint8 [H, W, 3]`` arrays, or a callable returning a fresh iterable of them.
         settings:  What to optimize (``AnimationSettings``).
@@ -445,6 +595,7 @@ def animate(nets: Networks, driving, settings: AnimationSettings = AnimationSett
         inputs:    Names and identities of the inputs for the report and the resume check
                    (the command line passes file digests); default: digests of the arrays.
         log:       Where warnings and resume notes go (default: stderr).
+        announce:  A line said through ``log`` when the optimization starts (the command line's precision).
 
     Returns an ``Animation``. Raises ``UserError`` for a face that is not found, a resume
     conflict, or bad settings.
@@ -457,6 +608,8 @@ def animate(nets: Networks, driving, settings: AnimationSettings = AnimationSett
         raise ValueError('identity mode needs LPIPS: load_networks(..., need_lpips=True)')
     if s.d_weight and nets.D is None:
         raise ValueError('the realism term needs D: load_networks(..., need_D=True)')
+    if s.id_weight and nets.facenet is None:
+        raise ValueError('the identity term needs FaceNet: load_networks(..., need_identity=True)')
     G = nets.G
     device = misc.module_device(G)
     resolution = G.img_resolution
@@ -480,8 +633,7 @@ def animate(nets: Networks, driving, settings: AnimationSettings = AnimationSett
             out.mkdir(parents=True, exist_ok=True)
         fingerprint = dict(inputs, align=align, align_smoothing=align_smoothing if align else None,
                            face_index=face_index if align else None, resolution=resolution,
-                           **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(s).items()
-                              if k != 'batch_size'})
+                           **settings.fingerprint())
         anim = AnimationRun(out, fingerprint)
 
         # Faces first: a photo without a face ends here, before anything is written.
@@ -519,16 +671,31 @@ def animate(nets: Networks, driving, settings: AnimationSettings = AnimationSett
             log(f'Resuming after frame {finished - 1}: {finished} of {num_frames} frames are done '
                 f'(--no-resume starts over).')
 
+        if announce:
+            log(announce)
         look_distance = nets.perceptual.distance_to(image_io.to_tensor(look_img, device)) \
             if s.mode == 'identity' else None
+        id_setup = None
+        if nets.facenet is not None:
+            with timer('identity'):
+                id_setup = AnimationIdentity(nets.facenet, faces.fan, s, anim,
+                                             image_io.to_tensor(look_img, device) if s.mode == 'identity' else None)
         with timer('optimize'):
             if s.schedule == 'sequential':
-                run_sequential(nets, anim, s, faces, look_distance, num_frames, finished, progress)
+                run_sequential(nets, anim, s, faces, look_distance, num_frames, finished, progress,
+                               id_setup=id_setup)
             else:
-                run_joint(nets, anim, s, faces, look_distance, num_frames, finished, progress, log)
+                run_joint(nets, anim, s, faces, look_distance, num_frames, finished, progress, log,
+                          id_setup=id_setup)
 
         with timer('assemble'):
             frames_out, latents, noise, report_frames = assemble_outputs(G, anim, num_frames, look_img, fps, subframes)
+        id_report = None
+        if id_setup is not None:
+            with timer('identity'):
+                id_report = id_setup.report(num_frames, s.batch_size)
+            for row, value in zip(report_frames, id_report['per_frame']):
+                row['identity_similarity'] = value
         report = dict(
             command='projector_video',
             settings=dict(**{k: v for k, v in asdict(s).items() if k != 'landmark_weights'},
@@ -538,12 +705,16 @@ def animate(nets: Networks, driving, settings: AnimationSettings = AnimationSett
             inputs=inputs,
             faces=dict(look=look_face, driving=record.get('face')),
             generator=dict(resolution=resolution, num_ws=G.num_ws, w_dim=G.w_dim),
+            network=dict(nets.info),
+            precision=s.precision,
             num_frames=num_frames,
             resumed_after=finished,
             output_fps=fps * (subframes + 1),
             frames=report_frames,
             timings=timer.as_dict(),
         )
+        if id_report is not None:
+            report['identity_similarity'] = id_report
         stage1 = anim.load_stage1('cpu') if s.schedule == 'joint' else None
         if stage1 is not None:
             report['stage1'] = dict(losses=stage1[1])
@@ -563,7 +734,8 @@ def _bar(num_steps: int, landmarks: Optional[LandmarkLoss], desc: str, position:
 
 
 def run_sequential(nets: Networks, anim: AnimationRun, settings: AnimationSettings, faces: FaceLandmarks,
-                   look_distance, num_frames: int, finished: int, progress: bool = True) -> None:
+                   look_distance, num_frames: int, finished: int, progress: bool = True,
+                   id_setup: Optional[AnimationIdentity] = None) -> None:
     """Optimize frames ``finished .. num_frames - 1`` one after the other (each saved at once)."""
     from tqdm import tqdm
     w_avg, _ = w_stats(nets.G)
@@ -571,15 +743,20 @@ def run_sequential(nets: Networks, anim: AnimationRun, settings: AnimationSettin
                      dynamic_ncols=True, disable=not progress)
     try:
         for index in range(finished, num_frames):
-            optimize_frame(nets, anim, settings, faces, look_distance, index, w_avg, progress)
+            optimize_frame(nets, anim, settings, faces, look_distance, index, w_avg, progress,
+                           identity_term=id_setup.sequential_term(index) if id_setup is not None else None)
             frame_bar.update(1)
     finally:
         frame_bar.close()
 
 
 def optimize_frame(nets: Networks, anim: AnimationRun, settings: AnimationSettings, faces: FaceLandmarks,
-                   look_distance, index: int, w_avg: torch.Tensor, progress: bool = True) -> None:
-    """Project one driving frame (warm-started from the previous one) and save it at once."""
+                   look_distance, index: int, w_avg: torch.Tensor, progress: bool = True,
+                   identity_term: Optional[IdentityTerm] = None) -> None:
+    """Project one driving frame (warm-started from the previous one) and save it at once.
+
+    ``identity_term``: the frame's identity term (``AnimationIdentity.sequential_term``), or None.
+    """
     s = settings.resolved()
     device = misc.module_device(nets.G)
     landmarks = faces.loss(image_io.to_tensor(anim.driving_frame(index), device), s.landmark_weights)
@@ -589,9 +766,10 @@ def optimize_frame(nets: Networks, anim: AnimationRun, settings: AnimationSettin
         anchor = w_avg
     else:
         anchor = None if first else torch.from_numpy(anim.load_frame(0)['w']).to(device)
-    objective = frame_objective(look_distance, s, landmarks, w_prev, anchor, nets.D)
+    objective = frame_objective(look_distance, s, landmarks, w_prev, anchor, nets.D, identity_term)
     proj_settings = ProjectionSettings(num_steps=s.num_steps_first if first else s.num_steps,
-                                       latent='w+', optimize_noise=first, seed=s.seed + index)
+                                       latent='w+', optimize_noise=first, seed=s.seed + index,
+                                       precision=s.precision)
     bar = _bar(proj_settings.num_steps, landmarks if s.landmark_weight else None, f'frame {index}', 1, progress)
     try:
         result = project(nets.G, objective, proj_settings, w_init=w_prev,
@@ -616,7 +794,7 @@ def save_result_frame(anim: AnimationRun, index: int, image: torch.Tensor, ws: t
 
 def run_joint(nets: Networks, anim: AnimationRun, settings: AnimationSettings, faces: FaceLandmarks,
               look_distance, num_frames: int, finished: int, progress: bool = True,
-              log: Callable[[str], None] = _say) -> None:
+              log: Callable[[str], None] = _say, id_setup: Optional[AnimationIdentity] = None) -> None:
     """The joint schedule (see the module docstring): stage 1 (the look alone), then all frames together."""
     if finished >= num_frames:
         return
@@ -631,7 +809,7 @@ def run_joint(nets: Networks, anim: AnimationRun, settings: AnimationSettings, f
         if stage1 is None:
             objective = look_and_landmarks(look_distance, None, s.lpips_weight, 0.0)
             stage_settings = ProjectionSettings(num_steps=s.num_steps_first, latent='w+', optimize_noise=True,
-                                                seed=s.seed)
+                                                seed=s.seed, precision=s.precision)
             bar = _bar(stage_settings.num_steps, None, 'look', 0, progress)
             try:
                 result = project(G, objective, stage_settings, callbacks=[bar] if bar else [])
@@ -651,9 +829,15 @@ def run_joint(nets: Networks, anim: AnimationRun, settings: AnimationSettings, f
     # Stage 2: every frame's latent together, one shared set of noise maps.
     targets = (image_io.to_tensor(anim.driving_frame(i), device) for i in range(num_frames))
     landmarks = LandmarkLoss(faces, targets, s.landmark_weights)
-    objective, latent_objective = joint_objectives(look_distance, s, landmarks, anchor, num_frames, nets.D)
+    id_term = None
+    if id_setup is not None and s.id_weight:
+        start = (w_init if w_init is not None else w_avg).expand(1, G.num_ws, G.w_dim)
+        with torch.no_grad():
+            id_term = id_setup.joint_term(synthesize(G, start, noise or None))
+    objective, latent_objective = joint_objectives(look_distance, s, landmarks, anchor, num_frames, nets.D,
+                                                   id_term)
     stage_settings = ProjectionSettings(num_steps=s.num_steps, latent='w+', optimize_noise=True, share_noise=True,
-                                        seed=s.seed)
+                                        seed=s.seed, precision=s.precision)
     bar = _bar(stage_settings.num_steps, None, f'{num_frames} frames', 0, progress)
     try:
         result = project(G, objective, stage_settings, w_init=w_init, noise_init=noise,
@@ -779,13 +963,19 @@ Examples:
 @detector_options
 @click.option('--face-index', 'face_index', type=click.IntRange(min=0), default=0, show_default=True,
               help='With --align: which face, by size (0: the largest), in the look and the first driving frame.')
+@identity_options
+@click.option('--id_anchor', type=click.Choice(ID_ANCHORS), default=None,
+              help='Whose identity the term keeps: the look, or frame 0\'s result [default: look in identity '
+                   'mode, first_frame in free mode].')
+@precision_option
 @click.option('--seed', type=int, default=303, show_default=True)
 @click.option('--resume/--no-resume', default=True, show_default=True,
               help='Continue after the last finished frame in --outdir (--no-resume: start over).')
 def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_landmarks_folder, driving, fps, outdir,
          mode, schedule, num_steps_first, num_steps, batch_size, lpips_weight, lpips_weight_second, landmark_weight,
          landmark_weights, latent_distance, smoothness_weight, fidelity_weight, d_loss, d_weight, subframes, align,
-         align_smoothing, detector, detector_weights, face_index, seed, resume):
+         align_smoothing, detector, detector_weights, face_index, id_weight, id_weights, no_identity, id_anchor,
+         precision, seed, resume):
     """Animate a face: every frame takes its facial landmarks from a driving sequence, and (identity
     mode) its look from --target_look.
 
@@ -797,8 +987,9 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
                                  landmark_weight=landmark_weight, landmark_weights=parse_group_weights(landmark_weights),
                                  latent_distance=latent_distance, smoothness_weight=smoothness_weight,
                                  fidelity_weight=fidelity_weight, d_weight=realism_weight(d_loss, d_weight),
-                                 batch_size=batch_size, seed=seed)
+                                 batch_size=batch_size, seed=seed, id_weight=id_weight, id_anchor=id_anchor)
     settings.validate()
+    need_identity = identity.identity_requested(id_weight, id_weights, no_identity)
     if (target_landmarks_folder is None) == (driving is None):
         raise UserError('give the driving frames with exactly one of --target_landmarks_folder and --driving')
     if mode == 'identity' and target_look is None:
@@ -811,10 +1002,16 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     fps = fps if fps is not None else (source.fps or 30.0)
     check_outdir_writable(outdir)
     dev = pick_device(device)
+    # Checked now; said when the work starts, after the last user error a run can meet (a resume
+    # conflict, a look without a face), so that an error stays one line.
+    used_precision = precision_mod.resolve(precision, dev)
+    settings = replace(settings, precision=used_precision)
+    precision_note = f'Precision: {used_precision}' + (' (from --precision auto).' if precision == 'auto' else '.')
 
     with timer('load_networks'):
         nets = load_networks(network_pkl, dev, fan_weights=fan_weights, vgg_weights=vgg_weights,
-                             need_D=settings.d_weight > 0, need_lpips=mode == 'identity')
+                             need_D=settings.d_weight > 0, need_lpips=mode == 'identity',
+                             need_identity=need_identity, id_weights=id_weights)
         faces = FaceLandmarks.load(fan=nets.fan, detector=detector if align else 'none',
                                    detector_weights=detector_weights, device=dev)
     out = prepare_outdir(outdir)
@@ -826,14 +1023,17 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
                   fan_weights=file_identity(fan_weights), vgg_weights=file_identity(vgg_weights),
                   look_source=str(target_look) if target_look else None,
                   driving_source=str(driving or target_landmarks_folder))
+    if id_weight:  # the term's network shapes the frames (without the term, only the score uses it)
+        inputs['id_weights'] = file_identity(id_weights) if id_weights else identity.FACENET_URL
     animation = animate(nets, source, settings, look=look, outdir=out, faces=faces, align=align,
                         align_smoothing=align_smoothing, face_index=face_index, fps=fps, subframes=subframes,
-                        resume=resume, inputs=inputs)
+                        resume=resume, inputs=inputs, announce=precision_note)
     report = animation.report
     report['settings'].update(network=network_pkl, target_look=target_look,
                               target_landmarks_folder=target_landmarks_folder, driving=driving, outdir=str(outdir),
                               detector=detector, detector_weights=detector_weights, fan_weights=fan_weights,
-                              vgg_weights=vgg_weights, d_loss=d_loss)
+                              vgg_weights=vgg_weights, d_loss=d_loss, id_weights=id_weights,
+                              no_identity=no_identity, precision_requested=precision)
     report['look_image'] = look_info.as_dict() if look_info is not None else None
     report['driving_input'] = source.info()
     report['timings'] = {**report['timings'], 'load_networks': timer.as_dict().get('load_networks', 0.0),
