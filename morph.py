@@ -213,6 +213,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, input_a, input_b, method
                       steps=steps, num_steps=num_steps, ppl_samples=ppl_samples, seed=seed, outdir=str(outdir),
                       device=str(dev), vgg_weights=vgg_weights),
         inputs=sources,
+        network=dict(nets.info),
         generator=dict(resolution=G.img_resolution, num_ws=G.num_ws, w_dim=G.w_dim),
         crossover_used={m: (crossover if crossover is not None else (G.num_ws // 2 if m == 'style' else G.w_dim // 2))
                         for m in methods if m != 'linear'},

@@ -45,9 +45,8 @@ def test_projection_outputs_and_report(projected):
     for name in ('proj.png', 'projected_w.npz', 'summary.png'):
         assert (projected / name).is_file()
     assert np.isfinite(report['lpips_to_look']) and np.isfinite(report['landmark_error'])
-    if 'network' in report:
-        assert report['network']['architecture'] == 'stylegan3'
-        assert report['network']['family'] == 'sg3-repo'
+    assert report['network']['architecture'] == 'stylegan3'
+    assert report['network']['family'] == 'sg3-repo'
 
 
 def test_saved_latent_reproduces_the_projection(projected, sg3_G):
@@ -87,4 +86,5 @@ def test_morph_between_two_projections(projected, vgg_weights, face_images, tmp_
                                        '--outdir', out, '--method', 'linear', '--steps', 2, '--ppl-samples', 1,
                                        '--num-steps', 1])
     assert code == 0, err
-    assert (out / 'report.json').is_file()
+    network = read_json(out / 'report.json')['network']
+    assert network['architecture'] == 'stylegan3' and network['family'] == 'sg3-repo'
