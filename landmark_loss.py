@@ -205,7 +205,14 @@ def _crop(images: torch.Tensor, box: FaceBox, out_size: int) -> torch.Tensor:
 def fan_heatmaps(fan: torch.nn.Module, crops: torch.Tensor) -> torch.Tensor:
     """Heat maps ``[N, 68, 64, 64]`` (last hourglass) of 256x256 crops ``[N, 3, 256, 256]`` in ``[0, 1]``."""
     misc.assert_shape(crops, [None, 3, CROP_SIZE, CROP_SIZE])
-    out = fan(crops)
+    if crops.device.type == 'cpu' and torch.is_autocast_enabled('cpu'):
+        # FAN under CPU bf16 autocast is pathologically slow (measured: one forward+backward of a
+        # 1-hourglass FAN at 256x256 took over 3 minutes against 0.33 s in fp32), so on the CPU it
+        # always runs in fp32; the generator keeps its bf16 speed-up.
+        with torch.autocast('cpu', enabled=False):
+            out = fan(crops.float())
+    else:
+        out = fan(crops)
     out = out[-1] if isinstance(out, (list, tuple)) else out
     misc.assert_shape(out, [crops.shape[0], NUM_LANDMARKS, HEATMAP_SIZE, HEATMAP_SIZE])
     return out
