@@ -60,19 +60,6 @@ class PersistentRecord:
     modules: Dict[str, Any] = field(default_factory=dict)
 
 
-def _is_plain(value: Any) -> bool:
-    """Constructor arguments may only be plain data: no callables or other objects."""
-    if value is None or isinstance(value, (bool, int, float, str, bytes)):
-        return True
-    if isinstance(value, np.ndarray):
-        return not value.dtype.hasobject
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return all(_is_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
-    return False
-
-
 class InertPlaceholder:
     """Stands in for objects we never use (``AugmentPipe``): holds its record, does nothing."""
 
@@ -94,7 +81,7 @@ def _reconstruct_persistent_obj(meta: Any) -> PersistentRecord:
         raise NetworkLoadError(f"persistent object {meta['class_name']!r} has no state dict")
     for key in ('_init_args', '_init_kwargs'):
         state[key] = _materialize(state.get(key, () if key == '_init_args' else {}))
-        if not _is_plain(state[key]):
+        if not legacy_tf.is_plain_data(state[key]):
             raise NetworkLoadError(f"persistent object {meta['class_name']!r} has constructor arguments that are "
                                    f"not plain data: refused")
     # meta['module_src'] is deliberately ignored: it is source text we never execute.

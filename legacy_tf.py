@@ -54,14 +54,15 @@ class TFConversionError(UserError):
     """A TensorFlow network pickle this converter cannot read."""
 
 
-def _plain(value: Any) -> bool:
-    """Plain data only: what TF static kwargs and variables consist of."""
+def is_plain_data(value: Any) -> bool:
+    """Plain data only (no callables or other objects): what TF network state and the constructor
+    arguments of any network pickle consist of."""
     if value is None or isinstance(value, (bool, int, float, str, bytes, np.ndarray)):
         return not (isinstance(value, np.ndarray) and value.dtype.hasobject)
     if isinstance(value, (list, tuple, set, frozenset)):
-        return all(_plain(v) for v in value)
+        return all(is_plain_data(v) for v in value)
     if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+        return all(isinstance(k, str) and is_plain_data(v) for k, v in value.items())
     return False
 
 
@@ -110,7 +111,7 @@ class TFNetworkState:
             raise TFConversionError('TensorFlow network components are not networks: refused')
         others = {k: state.get(k) for k in ('name', 'static_kwargs', 'build_module_src', 'build_func_name', 'variables')}
         for key, value in others.items():
-            if not _plain(value):
+            if not is_plain_data(value):
                 raise TFConversionError(f'TensorFlow network {key} holds something that is not plain data '
                                         f'({type(value).__name__}): refused')
         variables = others['variables'] or []
