@@ -112,3 +112,27 @@ def face_images(tiny_G, tmp_path_factory):
         image_io.save_png(path, render(tiny_G, seed))
         paths.append(str(path))
     return tuple(paths)
+
+
+def facenet_state(G, seed: int = 0) -> dict:
+    """A random FaceNet state dict with the published layout, batch norms fitted to 8 renders of ``G``."""
+    import identity
+    import image_io
+    torch.manual_seed(seed)
+    net = identity.InceptionResnetV1()
+    images = torch.cat([image_io.to_tensor(render(G, s)) for s in range(10, 18)])
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None                                     # cumulative average: the batch's statistics
+    net.train()
+    with torch.no_grad():
+        identity.embed(net, images, identity.ffhq_box(G.img_resolution))
+    return net.state_dict()
+
+
+@pytest.fixture(scope='session')
+def facenet_weights(tiny_G, tmp_path_factory) -> str:
+    """A random FaceNet weight file (``facenet_state`` of the tiny generator)."""
+    path = tmp_path_factory.mktemp('facenet') / 'facenet-random.pt'
+    torch.save(facenet_state(tiny_G), path)
+    return str(path)

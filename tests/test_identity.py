@@ -20,25 +20,9 @@ from landmark_loss import FaceBox, crop_faces
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 
-def _calibrated_state(G, seed: int = 0) -> dict:
-    """A random FaceNet state dict with the published layout, batch norms fitted to 8 renders of ``G``."""
-    torch.manual_seed(seed)
-    net = identity.InceptionResnetV1()
-    images = torch.cat([image_io.to_tensor(render(G, s)) for s in range(10, 18)])
-    for m in net.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None                                     # cumulative average: the batch's statistics
-    net.train()
-    with torch.no_grad():
-        identity.embed(net, images, identity.ffhq_box(G.img_resolution))
-    return net.state_dict()
-
-
 @pytest.fixture(scope='module')
-def facenet_file(tiny_G, tmp_path_factory):
-    path = tmp_path_factory.mktemp('facenet') / 'facenet-random.pt'
-    torch.save(_calibrated_state(tiny_G), path)
-    return str(path)
+def facenet_file(facenet_weights):
+    return facenet_weights
 
 
 @pytest.fixture(scope='module')

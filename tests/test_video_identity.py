@@ -27,20 +27,6 @@ SEEDS = [21, 22, 23]
 STEPS = ['--num-steps-first', 2, '--num-steps', 2]
 
 
-def facenet_state(G, seed: int = 0) -> dict:
-    """A random FaceNet state dict, batch norms fitted to 8 renders of ``G``."""
-    torch.manual_seed(seed)
-    net = identity.InceptionResnetV1()
-    images = torch.cat([image_io.to_tensor(render(G, s)) for s in range(10, 18)])
-    for m in net.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None
-    net.train()
-    with torch.no_grad():
-        identity.embed(net, images, identity.ffhq_box(G.img_resolution))
-    return net.state_dict()
-
-
 @pytest.fixture(scope='module')
 def empty_hub(tmp_path_factory):
     """``torch.hub.get_dir()`` is an empty folder for the whole module: no cached FaceNet."""
@@ -51,10 +37,8 @@ def empty_hub(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def facenet_file(tiny_G, tmp_path_factory):
-    path = tmp_path_factory.mktemp('facenet') / 'facenet-random.pt'
-    torch.save(facenet_state(tiny_G), path)
-    return str(path)
+def facenet_file(facenet_weights):
+    return facenet_weights
 
 
 @pytest.fixture(scope='module')
