@@ -444,6 +444,24 @@ def hstack(images) -> np.ndarray:
     return np.concatenate(list(images), axis=1)
 
 
+def caption(image: np.ndarray, text: str) -> np.ndarray:
+    """``uint8 [H, W, 3]`` -> ``uint8 [H + h, W, 3]``: the image with ``text`` on a black strip below it.
+
+    The strip's height ``h`` (and the font size) scales with the width, so the text is readable on
+    a 64 px test image and on a 1024 px one alike.
+    """
+    from PIL import ImageDraw, ImageFont
+    h, w = image.shape[:2]
+    size = max(8, w // 14)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        font = ImageFont.load_default()
+    strip = Image.new('RGB', (w, size + size // 2 + 2), (0, 0, 0))
+    ImageDraw.Draw(strip).text((max(1, w // 40), size // 4), text, fill=(255, 255, 255), font=font)
+    return np.concatenate([np.asarray(image, dtype=np.uint8), np.asarray(strip, dtype=np.uint8)], axis=0)
+
+
 # ----------------------------------------------------------------------------
 # Atomic writing.
 
@@ -574,6 +592,22 @@ def content_digest(path: PathLike) -> str:
             h.update(_file_sha256(f).digest())
         return h.hexdigest()
     return _file_sha256(path).hexdigest()
+
+
+def file_identity(path: Optional[str]) -> Optional[str]:
+    """How a resumed run recognizes an input: a URL as given; a local file or frame folder by its
+    content (``content_digest``, read in chunks), whatever it is named."""
+    if path is None:
+        return None
+    import dnnlib.util
+    if dnnlib.util.is_url(str(path), allow_file_urls=False):
+        return str(path)
+    if str(path).startswith('file://'):
+        path = str(path)[len('file://'):]
+    p = Path(path)
+    if not p.exists():
+        return str(path)
+    return 'sha256:' + content_digest(p)
 
 
 def _file_sha256(path: Path):

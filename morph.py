@@ -8,25 +8,40 @@ same image with the same settings is projected once.
 Noise maps: an image is fitted with the generator's own constant noise; a ``projected_w.npz``
 brings the noise maps its ``proj.png`` was rendered with (``loaders.load_projection``). Each
 render uses the two inputs' maps blended along with the latents (``mixing.mix_noise``), so the
-ends of a linear sweep reproduce the inputs' images. Rendering and the path length run in
-float32 (``force_fp32``; the path length also with TF32 off).
+ends of a linear sweep reproduce the inputs' images.
+
+Precision (``--precision``, see ``precision.py``): the projections of image inputs and the
+renders of the blends (morph.png, grid.png, morph.mp4) use the resolved precision; the
+perceptual path length always runs in float32 with TF32 off (its ``epsilon = 1e-4`` steps are
+below bfloat16's resolution), and so do the identity scores.
+
+Identity score (``identity.py``): when FaceNet weights are at hand without a download
+(``--id-weights FILE``, or the official file already in torch's hub cache) and ``--no-identity``
+is not given, report.json's ``identity_similarity`` gives, for every blend rendered (each method
+at each degree of the sweep and the grid, and the chosen blend), the cosine similarity of its
+FaceNet embedding to that of A's render (``--a`` at linear degree 1) and of B's render (degree
+0), and per method the degree where the two are equal: where the face changes person. Morph
+runs no FAN, so the crop box is the fixed one of FFHQ-aligned faces (``identity.ffhq_box``).
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import click
 import numpy as np
 import torch
 
 import dnnlib
+import identity
 import image_io
 import mixing
+import precision as precision_mod
 from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, environment, network_options, pick_device,
-                        prepare_outdir, run)
+                        precision_option, prepare_outdir, run)
 from dnnlib.util import UserError
 from loaders import Networks, load_networks, load_projection
 from objectives import look_and_landmarks
@@ -45,13 +60,16 @@ def read_latent_file(path: str, G, what: str) -> Tuple[np.ndarray, Dict[str, tor
 
 
 def project_image(nets: Networks, image: np.ndarray, num_steps: int, seed: int, cache_key_extra: str,
-                  what: str, use_cache: bool = True) -> tuple:
-    """W+ latent ``[num_ws, w_dim]`` reproducing ``image`` (perceptual loss alone); cached on disk.
+                  what: str, use_cache: bool = True, precision: str = 'fp32') -> tuple:
+    """W+ latent ``[num_ws, w_dim]`` reproducing ``image`` (perceptual loss alone), and whether it
+    came from the on-disk cache (keyed by the image, the settings and ``precision``).
 
     The noise maps stay at the generator's constant ones (``noise_mode='const'``), the maps
     every blend is rendered with, so that degree 0 and 1 reproduce the fitted images.
+    ``precision``: a resolved precision (``precision.resolve``) for the optimization.
     """
-    key = hashlib.sha256(image.tobytes() + repr((image.shape, num_steps, seed, cache_key_extra)).encode()).hexdigest()
+    key = hashlib.sha256(image.tobytes() + repr((image.shape, num_steps, seed, cache_key_extra,
+                                                 precision)).encode()).hexdigest()
     cache_file = Path(dnnlib.util.make_cache_dir_path('projections')) / f'{key[:32]}.npz'
     if use_cache and cache_file.is_file():
         try:
@@ -65,7 +83,7 @@ def project_image(nets: Networks, image: np.ndarray, num_steps: int, seed: int, 
     bar = ProgressBar(num_steps, desc=f'project {what}')
     try:
         result = project(nets.G, objective, ProjectionSettings(num_steps=num_steps, latent='w+', seed=seed,
-                                                               optimize_noise=False),
+                                                               optimize_noise=False, precision=precision),
                          noise_init=const_noise(nets.G), callbacks=[bar])
     finally:
         bar.close()
@@ -79,23 +97,94 @@ def project_image(nets: Networks, image: np.ndarray, num_steps: int, seed: int, 
     return w, False
 
 
-def _identity(path_or_url: Optional[str]) -> str:
-    """What identifies a weights file for the projection cache: a URL, or a path with its size and time."""
-    if path_or_url is None or dnnlib.util.is_url(path_or_url):
-        return str(path_or_url)
-    try:
-        st = Path(path_or_url).stat()
-        return f'{Path(path_or_url).resolve()}:{st.st_size}:{st.st_mtime_ns}'
-    except OSError:
-        return str(path_or_url)
-
-
-def synthesize(G, w: np.ndarray, noise: Optional[Dict[str, torch.Tensor]] = None) -> np.ndarray:
-    """``uint8 [R, R, 3]`` image of a latent ``[num_ws, w_dim]`` with ``noise`` maps (default: G's constant noise)."""
+def synthesize(G, w: np.ndarray, noise: Optional[Dict[str, torch.Tensor]] = None,
+               precision: str = 'fp32') -> np.ndarray:
+    """``uint8 [R, R, 3]`` image of a latent ``[num_ws, w_dim]`` with ``noise`` maps (default: G's
+    constant noise), synthesized in ``precision`` (resolved: ``fp32``, ``bf16`` or ``fp16``)."""
     device = misc.module_device(G)
-    with torch.no_grad():
-        img = render(G, torch.from_numpy(np.asarray(w, dtype=np.float32)[None]).to(device), noise)
+    with torch.no_grad(), precision_mod.autocast(precision, device):
+        img = render(G, torch.from_numpy(np.asarray(w, dtype=np.float32)[None]).to(device), noise, precision)
     return image_io.to_uint8(img[0])
+
+
+# ----------------------------------------------------------------------------
+# The identity score of the blends.
+
+@torch.no_grad()
+def face_embedding(net: torch.nn.Module, box, image: np.ndarray) -> torch.Tensor:
+    """FaceNet's unit embedding ``[512]`` (float32) of the face in ``uint8 [R, R, 3]``, cropped at ``box``."""
+    device = misc.module_device(net)
+    return identity.embed(net, image_io.to_tensor(image, device).float(), box)[0].float()
+
+
+def equal_similarity_degree(degrees: Sequence[float], to_a: Sequence[float],
+                            to_b: Sequence[float]) -> Optional[float]:
+    """The first degree where a blend is as similar to A as to B (linear between sampled degrees).
+
+    ``degrees`` ascending in ``[0, 1]``; ``to_a``, ``to_b`` the cosines there. None when
+    ``to_a - to_b`` never changes sign (e.g. A and B are one person to FaceNet).
+    """
+    diff = np.asarray(to_a, dtype=np.float64) - np.asarray(to_b, dtype=np.float64)
+    for i, d in enumerate(diff):
+        if d == 0:
+            return float(degrees[i])
+        if i and np.sign(d) != np.sign(diff[i - 1]):
+            t0, t1 = degrees[i - 1], degrees[i]
+            return float(t0 + (t1 - t0) * diff[i - 1] / (diff[i - 1] - d))
+    return None
+
+
+class BlendIdentity:
+    """FaceNet similarities of rendered blends to the renders of A and B (report.json's ``identity_similarity``).
+
+    ``image_a``, ``image_b``: ``uint8 [R, R, 3]`` renders of ``--a`` and ``--b`` (linear degree 1
+    and 0); ``box``: the crop box for every image (``identity.ffhq_box``). ``add`` scores one
+    rendered blend (once per method and degree); ``report`` gives them all.
+    """
+
+    def __init__(self, net: torch.nn.Module, box, image_a: np.ndarray, image_b: np.ndarray, weights: str):
+        self.net, self.box, self.weights = net, box, weights
+        self.a = face_embedding(net, box, image_a)
+        self.b = face_embedding(net, box, image_b)
+        self.scores: Dict[Tuple[str, float], Tuple[float, float]] = {}
+
+    def similarity_to_image(self, image: np.ndarray, which: str) -> float:
+        """Cosine of ``image``'s face to A's (``which='a'``) or B's render."""
+        ref = self.a if which == 'a' else self.b
+        return float(identity.cosine(face_embedding(self.net, self.box, image)[None], ref[None])[0])
+
+    def add(self, method: str, degree: float, image: np.ndarray) -> None:
+        """Score the blend of ``method`` at ``degree``, rendered as ``image`` (``uint8 [R, R, 3]``)."""
+        key = (method, float(degree))
+        if key not in self.scores:
+            emb = face_embedding(self.net, self.box, image)[None]
+            to_a, to_b = identity.cosine(emb.expand(2, -1), torch.stack([self.a, self.b])).tolist()
+            self.scores[key] = (float(to_a), float(to_b))
+
+    def report(self, chosen: Tuple[str, float]) -> dict:
+        """``identity_similarity``: every blend's ``to_a`` / ``to_b``, the chosen blend (``(method, degree)``,
+        morph.png) and, per method, ``equal_similarity_degree``."""
+        blends = [dict(method=m, degree=t, to_a=a, to_b=b) for (m, t), (a, b) in sorted(self.scores.items())]
+        equal = {}
+        for m in dict.fromkeys(m for m, _ in sorted(self.scores)):
+            rows = [r for r in blends if r['method'] == m]
+            equal[m] = equal_similarity_degree([r['degree'] for r in rows], [r['to_a'] for r in rows],
+                                               [r['to_b'] for r in rows])
+        to_a, to_b = self.scores[(chosen[0], float(chosen[1]))]
+        return dict(reference='renders of --a (linear degree 1) and --b (degree 0)', weights=self.weights,
+                    box=asdict(self.box), a_to_b=float(identity.cosine(self.a[None], self.b[None])[0]),
+                    blend=dict(method=chosen[0], degree=float(chosen[1]), to_a=to_a, to_b=to_b),
+                    equal_similarity_degree=equal, blends=blends)
+
+
+def identity_score_options(func):
+    """``--id-weights`` and ``--no-identity``: morph has no identity term, only the score."""
+    func = click.option('--no-identity', 'no_identity', is_flag=True, default=False,
+                        help='Skip the identity network and score entirely.')(func)
+    func = click.option('--id-weights', 'id_weights', default=None, metavar='PATH',
+                        help='Local FaceNet (VGGFace2) state dict; with it, or with the official weights already '
+                             'cached, report.json gives each blend\'s identity similarity to --a and --b.')(func)
+    return func
 
 
 EXAMPLES = """
@@ -129,11 +218,15 @@ Examples:
               help='Samples of the perceptual path length.')
 @click.option('--seed', type=int, default=303, show_default=True)
 @click.option('--outdir', required=True, metavar='DIR', help='Where to write the outputs.')
+@identity_score_options
+@precision_option
 def main(network_pkl, fan_weights, vgg_weights, device, input_a, input_b, method, degree, crossover, steps, num_steps,
-         ppl_samples, seed, outdir):
+         ppl_samples, seed, outdir, id_weights, no_identity, precision):
     """Morph between two faces with linear, style or attribute mixing of their W+ latents.
 
-    Writes morph.png, grid.png, morph.mp4, latents.npz and report.json into --outdir.
+    Writes morph.png, grid.png, morph.mp4, latents.npz and report.json into --outdir. With FaceNet
+    weights at hand (--id-weights, or already cached), report.json gives each blend's identity
+    similarity to --a and --b.
     """
     timer = PhaseTimer()
     inputs = {}
@@ -146,10 +239,13 @@ def main(network_pkl, fan_weights, vgg_weights, device, input_a, input_b, method
             inputs[what] = (path, image_io.load_image(path, what))
     check_outdir_writable(outdir)
     dev = pick_device(device)
+    used_precision = precision_mod.resolve(precision, dev)  # fp16 on a CPU ends here, before any loading
+    need_identity = identity.identity_requested(0.0, id_weights, no_identity)  # never a download
     methods = list(mixing.METHODS) if method == 'all' else [method]
 
     with timer('load_networks'):
-        nets = load_networks(network_pkl, dev, vgg_weights=vgg_weights, need_fan=False, need_lpips=True)
+        nets = load_networks(network_pkl, dev, vgg_weights=vgg_weights, need_fan=False, need_lpips=True,
+                             need_identity=need_identity, id_weights=id_weights)
     G = nets.G
     for m in methods:
         limit = G.num_ws if m == 'style' else G.w_dim
@@ -160,16 +256,23 @@ def main(network_pkl, fan_weights, vgg_weights, device, input_a, input_b, method
     latents: Dict[str, np.ndarray] = {}
     noises: Dict[str, Dict[str, torch.Tensor]] = {}
     sources = {}
+    prepared_images: Dict[str, np.ndarray] = {}
     with timer('project'):
-        for what, (path, image) in inputs.items():
-            noises[what] = const_noise(G)  # an image is fitted with the generator's own noise
+        for what, (path, image) in inputs.items():  # latent files first: their errors come before any work
             if image is None:
                 latents[what], noises[what], noise_saved = read_latent_file(path, G, what)
                 sources[what] = dict(kind='latent', path=str(path), noise_maps=noise_saved)
-            else:
-                prepared = image_io.centre_crop_resize(image, G.img_resolution)
-                latents[what], cached = project_image(nets, prepared, num_steps, seed,
-                                                      f'{_identity(network_pkl)}|{_identity(vgg_weights)}', what)
+        how = f' (from --precision {precision})' if precision == 'auto' else ''
+        click.echo(f'Precision: {used_precision}{how}.', err=True)
+        weights_key = None  # the networks a projection depends on, by content (hashed once, when needed)
+        for what, (path, image) in inputs.items():
+            if image is not None:
+                noises[what] = const_noise(G)  # an image is fitted with the generator's own noise
+                prepared = prepared_images[what] = image_io.centre_crop_resize(image, G.img_resolution)
+                if weights_key is None:
+                    weights_key = f'{image_io.file_identity(network_pkl)}|{image_io.file_identity(vgg_weights)}'
+                latents[what], cached = project_image(nets, prepared, num_steps, seed, weights_key, what,
+                                                      precision=used_precision)
                 sources[what] = dict(kind='image', path=str(path), cached=cached, num_steps=num_steps)
     wp, wc = latents['--a'], latents['--b']
     np_, nc = noises['--a'], noises['--b']
@@ -182,8 +285,22 @@ def main(network_pkl, fan_weights, vgg_weights, device, input_a, input_b, method
     def blend_noise(m: str, t: float) -> Dict[str, torch.Tensor]:
         return mixing.mix_noise(m, np_, nc, t, crossover, G.num_ws)
 
+    scores = None
+    if nets.facenet is not None:
+        with timer('identity'):
+            scores = BlendIdentity(nets.facenet, identity.ffhq_box(G.img_resolution),
+                                   synthesize(G, wp, np_, used_precision), synthesize(G, wc, nc, used_precision),
+                                   weights=id_weights or identity.cached_weights_path())
+            for what, which in (('--a', 'a'), ('--b', 'b')):
+                if what in prepared_images:  # how well the projection kept the photo's person
+                    sources[what]['identity_similarity'] = scores.similarity_to_image(prepared_images[what], which)
+
     def frame(m: str, t: float) -> np.ndarray:
-        return synthesize(G, blend(m, t), blend_noise(m, t))
+        image = synthesize(G, blend(m, t), blend_noise(m, t), used_precision)
+        if scores is not None:
+            with timer('identity'):
+                scores.add(m, t, image)
+        return image
 
     with timer('render'):
         chosen = blend(methods[0], degree)
@@ -211,16 +328,20 @@ def main(network_pkl, fan_weights, vgg_weights, device, input_a, input_b, method
         command='morph',
         settings=dict(network=network_pkl, a=input_a, b=input_b, method=method, degree=degree, crossover=crossover,
                       steps=steps, num_steps=num_steps, ppl_samples=ppl_samples, seed=seed, outdir=str(outdir),
-                      device=str(dev), vgg_weights=vgg_weights),
+                      device=str(dev), vgg_weights=vgg_weights, id_weights=id_weights, no_identity=no_identity,
+                      precision=precision),
+        precision=used_precision,
         inputs=sources,
         network=dict(nets.info),
         generator=dict(resolution=G.img_resolution, num_ws=G.num_ws, w_dim=G.w_dim),
         crossover_used={m: (crossover if crossover is not None else (G.num_ws // 2 if m == 'style' else G.w_dim // 2))
                         for m in methods if m != 'linear'},
-        ppl=dict(epsilon=1e-4, samples=ppl_samples, distance='lpips-vgg', values=ppl),
+        ppl=dict(epsilon=1e-4, samples=ppl_samples, distance='lpips-vgg', precision='fp32', values=ppl),
         timings=timer.as_dict(),
         environment=environment(),
     )
+    if scores is not None:
+        report['identity_similarity'] = scores.report((methods[0], degree))
     image_io.save_json(out / 'report.json', report)
     click.echo('PPL: ' + ', '.join(f'{m} {v:.4g}' for m, v in ppl.items()) + f'; outputs in {out}', err=True)
 

@@ -57,8 +57,9 @@ def _use_env(env, monkeypatch):
 
 
 def base_args(tiny_pkl, vgg_weights, a, b, outdir):
+    # fp32: several tests compare the renders bit for bit with morph.synthesize (fp32).
     return ['--network', tiny_pkl, '--device', 'cpu', '--vgg-weights', vgg_weights, '--a', a, '--b', b,
-            '--outdir', outdir]
+            '--outdir', outdir, '--precision', 'fp32']
 
 
 def quick_args(tiny_pkl, vgg_weights, a, b, outdir):
