@@ -18,6 +18,8 @@ stream per latent). The loss it backpropagates is the sum of the per-latent loss
 latent's gradient is its own and, Adam being element-wise, latent ``i`` of a batch follows the
 same path as a single run with its seed (to float rounding). In ``'w'`` space one vector per
 latent is optimized and broadcast to all layers; in ``'w+'`` space every layer has its own.
+On a StyleGAN3 generator, ``transforms`` gives each latent its own synthesis input transform
+(rotation and translation of the output; ``synthesize`` and ``project``).
 """
 
 from __future__ import annotations
@@ -153,16 +155,50 @@ def noise_as_list(G, noise: Union[Mapping[str, torch.Tensor], Sequence[torch.Ten
     return noise
 
 
+# ----------------------------------------------------------------------------
+# Per-latent input transforms (StyleGAN3).
+
+def has_input_transform(G) -> bool:
+    """Whether ``G.synthesis`` takes per-latent input transforms (StyleGAN3's Fourier-feature input); False for StyleGAN2."""
+    layer = getattr(getattr(G, 'synthesis', None), 'input', None)
+    return isinstance(getattr(layer, 'transform', None), torch.Tensor) and hasattr(layer, 'check_transform')
+
+
+def prepare_transforms(G, transforms, n: int, device=None) -> Optional[torch.Tensor]:
+    """``transforms`` (``[n, 3, 3]``, ``[1, 3, 3]`` or ``[3, 3]``; tensor or array) as float32 ``[n, 3, 3]`` on ``device``.
+
+    None stays None. A generator without an input transform (StyleGAN2) is refused with a
+    ``ValueError``, as is a wrong shape.
+    """
+    if transforms is None:
+        return None
+    if not has_input_transform(G):
+        raise ValueError('per-latent input transforms need a StyleGAN3 generator (a synthesis input with a '
+                         'rotation/translation transform); this generator has none')
+    t = torch.as_tensor(transforms)
+    if t.ndim == 2:
+        t = t.unsqueeze(0)
+    if t.ndim != 3 or tuple(t.shape[1:]) != (3, 3) or t.shape[0] not in (1, n):
+        raise ValueError(f'transforms must be [{n}, 3, 3], [1, 3, 3] or [3, 3], got {list(t.shape)}')
+    device = misc.module_device(G.synthesis) if device is None else device
+    return t.to(device=device, dtype=torch.float32).expand(n, 3, 3)
+
+
 def synthesize(G, ws: torch.Tensor, noise: Union[Mapping[str, torch.Tensor], Sequence[torch.Tensor], None] = None,
-               precision: str = 'fp32') -> torch.Tensor:
+               precision: str = 'fp32', transforms=None) -> torch.Tensor:
     """``G.synthesis`` as the projector calls it: images ``[N, C, R, R]`` from ``ws [N, num_ws, w_dim]``.
 
     ``noise`` (a dict by buffer name, or a list in ``noise_layers()`` order; maps ``[N or 1, 1, r, r]``)
     replaces the constant noise; without it, and for generators without noise inputs, the
     network's own constant noise is used. ``force_fp32=True`` unless ``precision`` is ``'fp16'``.
+    ``transforms`` (StyleGAN3 only; ``[N, 3, 3]`` or ``[3, 3]``, see
+    ``networks.stylegan3.make_input_transforms``) replaces the synthesis input's ``transform``
+    buffer, one matrix per latent, for this call; None (the default) is the call as before.
     """
     import precision as precision_mod
     kwargs = precision_mod.synthesis_kwargs(precision)
+    if transforms is not None:
+        kwargs = dict(kwargs, transforms=prepare_transforms(G, transforms, int(ws.shape[0]), ws.device))
     maps = noise_as_list(G, noise)
     if maps:
         return G.synthesis(ws, noise=maps, **kwargs)
@@ -304,7 +340,7 @@ def project(G, objective: Objective, settings: ProjectionSettings = ProjectionSe
             noise_init: Union[Mapping[str, torch.Tensor], Sequence[torch.Tensor], None] = None,
             callbacks: Sequence[Callable[[StepInfo], None]] = (), seeds: Optional[Sequence[int]] = None,
             num_latents: Optional[int] = None, latent_objective: Optional[LatentObjective] = None,
-            chunk_size: Optional[int] = None) -> ProjectionResult:
+            chunk_size: Optional[int] = None, transforms=None) -> ProjectionResult:
     """Optimize ``B`` latents of ``G`` to minimize ``objective`` (and ``latent_objective``).
 
     Args:
@@ -330,6 +366,9 @@ def project(G, objective: Objective, settings: ProjectionSettings = ProjectionSe
                     together (smoothness between neighbours, fidelity), added once per step.
         chunk_size: Synthesize and evaluate at most this many latents at a time; gradients of the
                     chunks accumulate and Adam steps once per pass (default: all ``B`` at once).
+        transforms: StyleGAN3 only: input transforms ``[B, 3, 3]`` (or ``[1, 3, 3]`` / ``[3, 3]`` for
+                    all), latent ``i`` synthesized with ``transforms[i]`` in every step and in the
+                    final image (see ``synthesize``). Default None: the network's own buffer.
 
     The backpropagated loss is ``sum_i (sum of latent i's terms + noise_reg_i) + sum(latent terms)``.
     """
@@ -358,6 +397,7 @@ def project(G, objective: Objective, settings: ProjectionSettings = ProjectionSe
     if not batched_objective:
         chunk = 1
 
+    transforms = prepare_transforms(G, transforms, B, device)
     w_avg, w_std = w_stats(G)
     generators = [torch.Generator(device='cpu').manual_seed(s) for s in seeds]
     w_opt = _prepare_w_init(w_init, w_avg, B, num_ws, w_dim, settings.latent, device).requires_grad_(True)
@@ -375,7 +415,7 @@ def project(G, objective: Objective, settings: ProjectionSettings = ProjectionSe
     # The one place where the precision reaches the networks: the autocast context around
     # synthesis and objective, and G's own fp16 layers (force_fp32=False) only for 'fp16'.
     import precision as precision_mod
-    autocast = lambda: precision_mod.autocast(settings.precision, device)  # noqa: E731
+    autocast = lambda precision: precision_mod.autocast(precision, device)  # noqa: E731
 
     def to_ws(w: torch.Tensor) -> torch.Tensor:
         return w.expand(w.shape[0], num_ws, w_dim) if w.shape[1] == 1 else w
@@ -383,11 +423,15 @@ def project(G, objective: Objective, settings: ProjectionSettings = ProjectionSe
     def chunk_noise(lo: int, hi: int) -> List[torch.Tensor]:
         return [n if shared else n[lo:hi] for n in noise]
 
-    def evaluate(lo: int, hi: int, ws_synth: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    def evaluate(lo: int, hi: int, ws_synth: torch.Tensor,
+                 precision: str = settings.precision) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """Image of latents ``lo:hi`` and their terms ``{name: [b]}`` (noise_reg included)."""
         maps = chunk_noise(lo, hi)
-        with autocast():
-            image = synthesize(G, ws_synth, maps, settings.precision)
+        with autocast(precision):
+            if transforms is None:
+                image = synthesize(G, ws_synth, maps, precision)
+            else:
+                image = synthesize(G, ws_synth, maps, precision, transforms=transforms[lo:hi])
             ws_clean = to_ws(w_opt[lo:hi])
             if batched_objective:
                 raw = objective(image, ws_clean, torch.arange(lo, hi, device=device))
@@ -461,13 +505,14 @@ def project(G, objective: Objective, settings: ProjectionSettings = ProjectionSe
             for callback in callbacks:
                 callback(info)
 
-    # Final images and losses at the optimized latents, without exploration noise.
+    # Final images and losses at the optimized latents, without exploration noise, in fp32 whatever
+    # the precision of the steps: the saved latent and noise maps then reproduce the final image.
     with torch.no_grad():
         ws = to_ws(w_opt).detach()
         images, losses = [], []
         for lo in range(0, B, chunk):
             hi = min(B, lo + chunk)
-            image, terms = evaluate(lo, hi, ws[lo:hi])
+            image, terms = evaluate(lo, hi, ws[lo:hi], 'fp32')
             images.append(image)
             losses += as_floats(terms, hi - lo)
         latent_losses = {name: float(v) for name, v in evaluate_latent_terms().items()}

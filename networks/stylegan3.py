@@ -19,7 +19,9 @@ tensors and only without ``force_fp32``.
 The input layer's ``transform`` buffer is an inverse transform of the output image (rotation and
 translation of the Fourier features); ``make_input_transform`` and
 ``SynthesisInput.set_transform`` set it from an angle and a translation as the official
-``gen_images.py --rotate --translate`` does.
+``gen_images.py --rotate --translate`` does. ``SynthesisNetwork.forward(ws, transforms=...)`` takes
+one such matrix per latent (``[N, 3, 3]``, see ``make_input_transforms``) for a single call, in
+place of the buffer and without writing it (a network shared between callers stays read-only).
 """
 
 from __future__ import annotations
@@ -68,6 +70,25 @@ def make_input_transform(angle: float = 0.0, tx: float = 0.0, ty: float = 0.0) -
     return np.array([[c, -s, -(c * tx - s * ty)],
                      [s, c, -(s * tx + c * ty)],
                      [0.0, 0.0, 1.0]], dtype=np.float64)
+
+
+def make_input_transforms(angle, tx=0.0, ty=0.0) -> np.ndarray:
+    """``make_input_transform`` for many frames: ``[N, 3, 3]`` float64 from ``[N]`` angles and translations.
+
+    ``angle`` (degrees, counterclockwise on screen), ``tx``, ``ty`` (image widths / heights, right /
+    down) are scalars or ``[N]`` arrays, broadcast to one length ``N`` (a scalar alone gives ``N = 1``).
+    Row ``i`` equals ``make_input_transform(angle[i], tx[i], ty[i])``.
+    """
+    a, tx, ty = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (angle, tx, ty)))
+    if a.ndim != 1:
+        raise ValueError(f'angle, tx and ty must be scalars or [N] arrays, got shape {list(a.shape)}')
+    r = np.radians(a)
+    c, s = np.cos(r), np.sin(r)
+    m = np.zeros([len(a), 3, 3], dtype=np.float64)
+    m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = c, -s, -(c * tx - s * ty)
+    m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = s, c, -(s * tx + c * ty)
+    m[:, 2, 2] = 1.0
+    return m
 
 
 def input_transform_params(m) -> Tuple[float, float, float]:
@@ -225,10 +246,20 @@ class SynthesisInput(torch.nn.Module):
         with torch.no_grad():
             self.transform.copy_(m.to(self.transform))
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, w: torch.Tensor, transform: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Fourier features of ``w [N, w_dim]``; ``[N, channels, size_h, size_w]``.
+
+        ``transform``: None uses the ``transform`` buffer; a ``[3, 3]`` (every sample) or
+        ``[N, 3, 3]`` (one per sample) tensor replaces it for this call only (cast to float32 on
+        ``w``'s device; the buffer is not written), so sample ``i`` with ``transform[i]`` equals
+        sample ``i`` alone with the buffer set to ``transform[i]``.
+        """
         misc.assert_shape(w, [None, self.w_dim])
         batch_size = w.shape[0]
-        transforms = self.transform.unsqueeze(0)  # [1, 3, 3]
+        if transform is None:
+            transforms = self.transform.unsqueeze(0)  # [1, 3, 3]
+        else:
+            transforms = self.check_transform(transform, batch_size).to(device=w.device, dtype=self.transform.dtype)
         freqs = self.freqs.unsqueeze(0)           # [1, C, 2]
         phases = self.phases.unsqueeze(0)         # [1, C]
 
@@ -266,6 +297,18 @@ class SynthesisInput(torch.nn.Module):
         x = x.permute(0, 3, 1, 2)  # [N, C, H, W]
         misc.assert_shape(x, [batch_size, self.channels, height, width])
         return x
+
+    @staticmethod
+    def check_transform(transform, batch_size: int) -> torch.Tensor:
+        """``transform`` (tensor or array, ``[3, 3]`` or ``[batch_size, 3, 3]``) as a ``[1 or batch_size, 3, 3]`` tensor."""
+        t = torch.as_tensor(transform)
+        if t.ndim == 2:
+            t = t.unsqueeze(0)
+        if t.ndim != 3 or tuple(t.shape[1:]) != (3, 3) or t.shape[0] not in (1, batch_size):
+            raise ValueError(f'input transforms must be [3, 3] or [{batch_size}, 3, 3], got {list(t.shape)}')
+        if not t.is_floating_point():
+            t = t.double()
+        return t
 
     def extra_repr(self) -> str:
         return (f'w_dim={self.w_dim}, channels={self.channels}, size={list(self.size)}, '
@@ -470,11 +513,14 @@ class SynthesisNetwork(torch.nn.Module):
         return []
 
     def forward(self, ws: torch.Tensor, noise: Optional[Sequence[torch.Tensor]] = None, noise_mode: str = 'const',
-                force_fp32: bool = False, update_emas: bool = False, **kwargs) -> torch.Tensor:
+                force_fp32: bool = False, update_emas: bool = False, transforms: Optional[torch.Tensor] = None,
+                **kwargs) -> torch.Tensor:
         """Synthesize ``[N, img_channels, R, R]`` float32 images from ``ws [N, num_ws, w_dim]``.
 
         ``noise`` must be None or empty (there are no noise inputs); ``noise_mode`` is checked and
-        ignored; ``fused_modconv`` (a StyleGAN2 option) is accepted and ignored.
+        ignored; ``fused_modconv`` (a StyleGAN2 option) is accepted and ignored. ``transforms``
+        (``[N, 3, 3]`` or ``[3, 3]``, see ``make_input_transforms``) replaces the input layer's
+        ``transform`` buffer for this call, one matrix per latent; None uses the buffer.
         """
         if noise is not None and len(noise) != 0:
             raise ValueError(f'a StyleGAN3 synthesis network has no noise inputs, got {len(noise)} noise maps')
@@ -483,7 +529,7 @@ class SynthesisNetwork(torch.nn.Module):
             raise TypeError(f'unexpected synthesis arguments: {", ".join(sorted(kwargs))}')
         misc.assert_shape(ws, [None, self.num_ws, self.w_dim])
         ws = ws.to(torch.float32).unbind(dim=1)
-        x = self.input(ws[0])
+        x = self.input(ws[0]) if transforms is None else self.input(ws[0], transform=transforms)
         for name, w in zip(self.layer_names, ws[1:]):
             x = getattr(self, name)(x, w, noise_mode=noise_mode, force_fp32=force_fp32, update_emas=update_emas)
         if self.output_scale != 1:
