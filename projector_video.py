@@ -29,6 +29,16 @@ original):
 bounded whatever ``N`` is. In free mode there is no stage 1: the frames start at ``w_avg``,
 which is also the fidelity anchor.
 
+``--retarget`` (identity mode): ``HL_i`` aims not at FAN's heat maps of driving frame ``i`` but at
+heat maps rendered from the used points ``look + A (d_i - d_0)`` (``d_i``: FAN's points on aligned
+driving frame ``i``; ``A``: rotation and scale of the similarity fitted on the stable points from
+``d_0`` to the look's points), for the points of ``--retarget-groups`` (default eyebrows, eyes,
+outer and inner lip; the look's own points elsewhere): the look moves as the driver moves and keeps
+its own face shape (``RetargetTargets``). ``report.json`` then gives each frame's
+``landmark_error_to_used_target`` and ``jaw_shape_change`` (the projection's jaw against the look's,
+over the outer-eye-corner distance) and their means; ``target_landmarks_used.json`` holds every
+frame's used points.
+
 Either way ``+ d_weight * softplus(-D(x_i))`` is added per frame when asked (``--d_loss`` /
 ``--d_weight``), and ``+ id_weight * (1 - cos(E(crop(x_i)), E(crop(anchor))))`` (``--id_weight``,
 FaceNet embeddings ``E``, see ``identity.py``; ``1/N`` of it in the joint schedule). The anchor
@@ -40,8 +50,20 @@ from the landmarks FAN finds on the anchor (joint + ``first_frame``: on the imag
 from). With FaceNet loaded (the term, ``--id-weights``, or weights already cached), ``report.json``
 gives each frame's ``identity_similarity`` (cosine) to the look, or in free mode to frame 0.
 
-Subframes between neighbours are rendered from linearly interpolated latents (in float32, whatever
-``--precision`` the optimization used).
+Subframes between neighbours are rendered from linearly interpolated latents. Every saved image is
+rendered in float32, whatever ``--precision`` the optimization used (a frame optimized in bf16 /
+fp16 is re-rendered from its latent), so the frames and the subframes between them agree.
+
+``--follow-head`` (StyleGAN3, aligned driving frames): the alignment cuts each driving frame along
+its own quad, so the aligned frames hold an upright face and the head's in-plane motion is gone
+from them; it comes back through the synthesis input's ``transform``: frame ``i`` is rendered with
+``G``'s own transform rotated and shifted by frame ``i``'s quad relative to frame 0's
+(``head_motion``), the subframes with the interpolated motion. The optimization (both schedules)
+sees the upright face, as its targets show it, so the latents carry the expression and the frames
+in ``frames/`` are the upright projections; ``animation.mp4``, ``side_by_side.mp4`` and
+``Animation.frames`` are the rendered, moving ones, ``latents.npz`` gains each key frame's
+``transforms`` and ``report.json`` each frame's ``head`` (angle, tx, ty, scale). The flag is not
+part of the resume fingerprint: a finished run is re-rendered with or without it.
 
 Each finished frame is saved at once (``frames/frame_NNNNN.png`` and ``.npz``), so running the
 same command again continues after the last finished frame (joint mode: after stage 1, or with
@@ -69,15 +91,20 @@ import click
 import numpy as np
 import torch
 
+import head_motion
 import identity
 import image_io
+import optimization
+from image_io import file_identity  # noqa: F401 (one file-identity scheme: image_io)
 import precision as precision_mod
 from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, check_weights, detector_options, environment,
                         identity_options, network_options, pick_device, precision_option, prepare_outdir, run)
 from dnnlib.util import UserError
 from face_landmarks import FaceLandmarks
-from landmark_loss import (DEFAULT_GROUP_WEIGHTS, DEFAULT_GROUP_WEIGHTS_TEXT, LANDMARK_GROUPS, LandmarkLoss,
-                           draw_landmarks, parse_group_weights)
+import landmark_targets
+from landmark_loss import (DEFAULT_GROUP_WEIGHTS, DEFAULT_GROUP_WEIGHTS_TEXT, LANDMARK_GROUPS, FaceBox, LandmarkLoss,
+                           draw_landmarks, landmark_error, parse_group_weights)
+from landmark_targets import DEFAULT_RETARGET_GROUPS, DEFAULT_RETARGET_GROUPS_TEXT, parse_retarget_groups
 from loaders import Networks, load_networks
 from objectives import (DEFAULT_D_WEIGHT, DEFAULT_FIDELITY_WEIGHT, DEFAULT_LATENT_DISTANCE, DEFAULT_SMOOTHNESS_WEIGHT,
                         LATENT_DISTANCES, latent_distance, look_and_landmarks, neighbour_distance, realism_term)
@@ -85,6 +112,7 @@ from optimization import ProjectionSettings, noise_buffer_names, project, synthe
 from torch_utils import misc
 
 FRAME_NAME = 'frame_{:05d}'
+RETARGET_FILE = 'target_landmarks_used.json'
 OUTPUT_FILES = ('animation.mp4', 'side_by_side.mp4', 'latents.npz', 'report.json')
 SCHEDULES = ('sequential', 'joint')
 ID_ANCHORS = ('look', 'first_frame')
@@ -116,6 +144,8 @@ class AnimationSettings:
     id_weight: float = 0.0               # the identity term 1 - cos(E(crop(x_i)), E(crop(anchor))); 0: off
     id_anchor: Optional[str] = None      # 'look' or 'first_frame' [identity: look; free: first_frame]
     precision: str = 'fp32'              # resolved (precision.resolve): 'fp32', 'bf16' or 'fp16'
+    retarget: bool = False               # identity mode: the look's landmarks + the driver's aligned change
+    retarget_groups: tuple = DEFAULT_RETARGET_GROUPS  # the groups the driver's change moves (--retarget-groups)
 
     def resolved(self) -> 'AnimationSettings':
         """A copy with every default filled in (see ``default_latent_weights``)."""
@@ -126,7 +156,8 @@ class AnimationSettings:
                        else self.lpips_weight_second,
                        smoothness_weight=smoothness if self.smoothness_weight is None else self.smoothness_weight,
                        fidelity_weight=fidelity if self.fidelity_weight is None else self.fidelity_weight,
-                       landmark_weights=tuple(parse_group_weights(self.landmark_weights)))
+                       landmark_weights=tuple(parse_group_weights(self.landmark_weights)),
+                       retarget_groups=parse_retarget_groups(self.retarget_groups))
 
     def validate(self) -> None:
         if self.mode not in ('identity', 'free'):
@@ -145,6 +176,9 @@ class AnimationSettings:
         if self.mode == 'free' and self.id_anchor == 'look':
             raise UserError('--id_anchor look needs a look (identity mode); free mode anchors the identity '
                             'to the first frame (--id_anchor first_frame)')
+        if self.retarget and self.mode != 'identity':
+            raise UserError('--retarget moves the look\'s own landmarks as the driver\'s move, so it needs a look '
+                            '(identity mode, --target_look); free mode has none')
         if self.precision not in precision_mod.CONCRETE:
             raise ValueError(f'precision must be one of {precision_mod.CONCRETE} (resolved), got {self.precision!r}')
         s = self.resolved()
@@ -156,10 +190,12 @@ class AnimationSettings:
         """The settings a resumed run must share with the one that wrote the finished frames.
 
         Not the batch size and the precision (memory and speed); the identity settings only when
-        the term is on, so runs without it resume as before it existed.
+        the term is on, and the retarget settings only with ``--retarget``, so runs without them
+        resume as before they existed.
         """
         s = self.resolved()
-        skip = {'batch_size', 'precision'} | ({'id_weight', 'id_anchor'} if not s.id_weight else set())
+        skip = {'batch_size', 'precision'} | ({'id_weight', 'id_anchor'} if not s.id_weight else set()) | \
+            ({'retarget', 'retarget_groups'} if not s.retarget else set())
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(s).items() if k not in skip}
 
 
@@ -173,6 +209,13 @@ def default_latent_weights(distance: str, mode: str):
     smoothness = DEFAULT_SMOOTHNESS_WEIGHT if distance == 'charbonnier' else L2_DEFAULT_WEIGHT
     fidelity = DEFAULT_FIDELITY_WEIGHT if mode == 'identity' else smoothness
     return smoothness, fidelity
+
+
+def retarget_groups_option(retarget: bool, text: Optional[str]) -> tuple:
+    """``--retarget-groups`` (checked; default ``DEFAULT_RETARGET_GROUPS``); an error without ``--retarget``."""
+    if text is not None and not retarget:
+        raise UserError('--retarget-groups only applies with --retarget')
+    return parse_retarget_groups(DEFAULT_RETARGET_GROUPS_TEXT if text is None else text)
 
 
 def realism_weight(d_loss: bool, d_weight: Optional[float]) -> float:
@@ -398,7 +441,7 @@ class AnimationRun:
         if not self.check(resume):
             for folder in (self.driving_dir, self.frames_dir, self.state_dir):
                 shutil.rmtree(folder, ignore_errors=True)
-            for name in OUTPUT_FILES:
+            for name in OUTPUT_FILES + (RETARGET_FILE,):
                 with contextlib.suppress(FileNotFoundError):
                     (self.outdir / name).unlink()
         for folder in (self.driving_dir, self.frames_dir, self.state_dir):
@@ -492,22 +535,6 @@ def interpolate_latents(latents: np.ndarray, subframes: int) -> np.ndarray:
 # ----------------------------------------------------------------------------
 # Inputs.
 
-def file_identity(path: Optional[str]) -> Optional[str]:
-    """How a resumed run recognizes an input: a URL as given; a local file or frame folder by its
-    content (``image_io.content_digest``, read in chunks), whatever it is named."""
-    if path is None:
-        return None
-    import dnnlib
-    if dnnlib.util.is_url(str(path), allow_file_urls=False):
-        return str(path)
-    if str(path).startswith('file://'):
-        path = str(path)[len('file://'):]
-    p = Path(path)
-    if not p.exists():
-        return str(path)
-    return 'sha256:' + image_io.content_digest(p)
-
-
 def array_identity(arrays: Iterable[np.ndarray]) -> str:
     """A content digest of images given as arrays (the Python API's inputs)."""
     h = hashlib.sha256()
@@ -534,13 +561,15 @@ def prepare_driving(anim: AnimationRun, frames: Callable[[], Iterable[np.ndarray
     """Write the driving frames as the generator's inputs into ``driving/`` (one at a time).
 
     FFHQ-aligned (smoothed over time, ``alignment`` if already computed) or centre-cropped.
-    Returns, and writes as ``driving/faces.json`` last, how the face was found and the count.
+    Returns, and writes as ``driving/faces.json`` last, how the face was found, the count and
+    (aligned) each frame's quad ``[T, 4, 2]`` in source pixels, the head's motion (``--follow-head``).
     """
+    quads = None
     if align:
         from face_align import VideoAlignment
         alignment = alignment or VideoAlignment(faces, frames, resolution, smoothing, face_index, source,
                                                 progress=True)
-        aligned, info = iter(alignment), alignment.report()
+        aligned, info, quads = iter(alignment), alignment.report(), np.asarray(alignment.quads).tolist()
     else:
         aligned, info = (image_io.centre_crop_resize(f, resolution) for f in frames()), None
     count = 0
@@ -550,8 +579,117 @@ def prepare_driving(anim: AnimationRun, frames: Callable[[], Iterable[np.ndarray
     if count == 0:
         raise UserError(f'{source}: no frames')
     record = dict(num_frames=count, face=info)
+    if quads is not None:  # [T, 4, 2] source pixels: where each aligned frame was cut (--follow-head)
+        record['quads'] = quads
     image_io.save_json(anim.driving_dir / 'faces.json', record)
     return record
+
+
+# ----------------------------------------------------------------------------
+# --follow-head: the driving head's in-plane motion through StyleGAN3's input transform.
+
+def check_follow_head(G, align: bool) -> None:
+    """``UserError`` unless ``--follow-head`` can work: a StyleGAN3 generator, aligned driving frames."""
+    if not optimization.has_input_transform(G):
+        raise UserError('--follow-head needs a StyleGAN3 network (its synthesis input takes a rotation and '
+                        'translation); this one is StyleGAN2')
+    if not align:
+        raise UserError('--follow-head measures the head\'s motion from the alignment of the driving frames: '
+                        'it needs --align')
+
+
+def follow_head_motion(record: dict, outdir: Path) -> head_motion.HeadMotion:
+    """The head's motion of every driving frame relative to frame 0, from the quads in ``driving/faces.json``."""
+    quads = record.get('quads')
+    if quads is None:
+        raise UserError(f'{outdir}: its driving frames were prepared without their alignment quads (an earlier '
+                        f'version); pass --no-resume to use --follow-head')
+    return head_motion.motion_from_quads(np.asarray(quads, dtype=np.float64))
+
+
+def interpolate_motion(motion: head_motion.HeadMotion, subframes: int) -> head_motion.HeadMotion:
+    """The motion of every output frame (key frames and ``subframes`` between neighbours), linear
+    in angle, translation and scale, as ``interpolate_latents`` is in the latents."""
+    params = np.stack([motion.angle, motion.tx, motion.ty, motion.scale], axis=1)  # [T, 4]
+    angle, tx, ty, scale = interpolate_latents(params, subframes).T
+    return head_motion.HeadMotion(angle=angle, tx=tx, ty=ty, scale=scale)
+
+
+# ----------------------------------------------------------------------------
+# --retarget: the look's landmarks, moved as the driver moves.
+
+@dataclass
+class RetargetTargets:
+    """The landmark targets of ``--retarget``, one per driving frame, in generator pixels.
+
+    ``used[i] = look + (driving[i] - driving[0]) @ (s R)^T`` on the points of ``groups``, the
+    look's own points elsewhere (``landmark_targets.SequenceRetargeter``: ``s R`` the rotation and
+    scale of the similarity fitted on the stable points from driving frame 0 to the look), so
+    ``used[0]`` is the look's points. Every frame's heat-map target is rendered from its used
+    points in one crop box, the look's (``landmark_targets.target_box``): the face stays where
+    the look's is, and one box keeps FAN's crop still from frame to frame.
+    """
+    groups: tuple                 # the landmark groups the driver's change moves
+    look: np.ndarray              # [68, 2]: FAN's points on the (aligned) look
+    driving: np.ndarray           # [T, 68, 2]: FAN's points on each aligned driving frame (tracked)
+    used: np.ndarray              # [T, 68, 2]: what each frame's heat-map loss aims at
+    box: FaceBox                  # FAN's crop box for every frame (the look's)
+    resolution: int
+
+    @classmethod
+    def compute(cls, faces: FaceLandmarks, look: np.ndarray, driving_frames: Iterable[np.ndarray], groups,
+                resolution: int, look_source: str = 'the look image',
+                driving_source: str = 'the driving video') -> 'RetargetTargets':
+        """From the look ``uint8 [R, R, 3]`` and the aligned driving frames (``uint8 [R, R, 3]`` each).
+
+        The look's points are ``faces.landmarks`` (the detector's face, as ``target_input``);
+        the driving frames' are ``faces.track``: the face found in frame 0 and followed, so the
+        crop keeps its framing and the changes are not crop jitter.
+        """
+        groups = parse_retarget_groups(groups)
+        look_points = np.asarray(faces.landmarks(look, source=look_source)[0], dtype=np.float64)
+        driving = [np.asarray(p, dtype=np.float64) for p, _ in faces.track(driving_frames, 0, driving_source)]
+        if not driving:
+            raise UserError(f'{driving_source}: no frames')
+        used = landmark_targets.retarget_sequence(look_points, driving, groups)
+        return cls(groups=groups, look=look_points, driving=np.stack(driving), used=used,
+                   box=landmark_targets.target_box(look_points, resolution), resolution=int(resolution))
+
+    def loss(self, faces: FaceLandmarks, group_weights: Sequence[float], index: Optional[int] = None) -> LandmarkLoss:
+        """The heat-map loss against frame ``index``'s used points (None: every frame's, one target each)."""
+        points = self.used if index is None else self.used[index]
+        return LandmarkLoss.from_points(faces, points, self.resolution, group_weights, boxes=self.box,
+                                        device=faces.device)
+
+    def save(self, path: Path) -> None:
+        image_io.save_npz(path, groups=np.array(self.groups), look=self.look, driving=self.driving, used=self.used,
+                          box=np.array([self.box.cx, self.box.cy, self.box.size]),
+                          resolution=np.int64(self.resolution))
+
+    @classmethod
+    def load(cls, path: Path) -> Optional['RetargetTargets']:
+        """What ``save`` wrote, or None when it is not there."""
+        if not Path(path).is_file():
+            return None
+        with np.load(path) as data:
+            cx, cy, size = (float(v) for v in data['box'])
+            return cls(groups=tuple(str(g) for g in data['groups']), look=data['look'], driving=data['driving'],
+                       used=data['used'], box=FaceBox(cx, cy, size), resolution=int(data['resolution']))
+
+    def write_json(self, path: Path) -> None:
+        """``target_landmarks_used.json``: ``landmarks`` and ``look`` (the look's points, = frame 0's
+        target), ``frame_00000`` ... (each frame's used target) and ``driving_00000`` ... (the
+        driver's points); ``FILE.json#frame_00003`` is frame 3's target as ``--target_landmarks``."""
+        sets = {FRAME_NAME.format(i): p for i, p in enumerate(self.used)}
+        sets.update({f'driving_{i:05d}': p for i, p in enumerate(self.driving)})
+        landmark_targets.write_landmark_sets(path, self.resolution, self.look, look=self.look, **sets)
+
+    def frame_report(self, index: int, projection_points: np.ndarray) -> dict:
+        """Frame ``index``'s entries: the error to its used target and the jaw's change from the look's."""
+        p = torch.as_tensor(np.asarray(projection_points, dtype=np.float32))[None]
+        t = torch.as_tensor(np.asarray(self.used[index], dtype=np.float32))[None]
+        return dict(landmark_error_to_used_target=float(landmark_error(p, t)[0]),
+                    jaw_shape_change=float(landmark_targets.jaw_shape_change(projection_points, self.look)))
 
 
 # ----------------------------------------------------------------------------
@@ -576,7 +714,7 @@ def animate(nets: Networks, driving, settings: AnimationSettings = AnimationSett
             faces: Optional[FaceLandmarks] = None, align: bool = True, align_smoothing: float = 2.0,
             face_index: int = 0, fps: float = 30.0, subframes: int = 1, resume: bool = True,
             inputs: Optional[dict] = None, progress: bool = True, log: Callable[[str], None] = _say,
-            announce: Optional[str] = None) -> Animation:
+            announce: Optional[str] = None, follow_head: bool = False) -> Animation:
     """Animate a face: frame ``i`` takes its landmarks from driving frame ``i`` and (identity mode) its look from ``look``.
 
     Args:
@@ -596,6 +734,11 @@ def animate(nets: Networks, driving, settings: AnimationSettings = AnimationSett
                    (the command line passes file digests); default: digests of the arrays.
         log:       Where warnings and resume notes go (default: stderr).
         announce:  A line said through ``log`` when the optimization starts (the command line's precision).
+        follow_head: StyleGAN3 with ``align``: the output frames turn and move with the driving head
+                   (each aligned frame's quad relative to frame 0's, ``head_motion``) through the synthesis
+                   input's transform. The optimization sees the upright face, as the aligned targets show
+                   it, so the latents (and ``frames/``) are those of a run without it; only the rendered
+                   animation differs, and a finished run can be re-rendered with or without it.
 
     Returns an ``Animation``. Raises ``UserError`` for a face that is not found, a resume
     conflict, or bad settings.
@@ -611,6 +754,8 @@ def animate(nets: Networks, driving, settings: AnimationSettings = AnimationSett
     if s.id_weight and nets.facenet is None:
         raise ValueError('the identity term needs FaceNet: load_networks(..., need_identity=True)')
     G = nets.G
+    if follow_head:
+        check_follow_head(G, align)
     device = misc.module_device(G)
     resolution = G.img_resolution
     faces = faces or FaceLandmarks(nets.fan)
@@ -670,6 +815,16 @@ def animate(nets: Networks, driving, settings: AnimationSettings = AnimationSett
         if finished:
             log(f'Resuming after frame {finished - 1}: {finished} of {num_frames} frames are done '
                 f'(--no-resume starts over).')
+        motion = follow_head_motion(record, out) if follow_head else None
+        retarget = None
+        if s.retarget:
+            with timer('retarget'):  # kept in state/, so a resumed run aims at the same points
+                retarget = RetargetTargets.load(anim.state_dir / 'retarget.npz')
+                if retarget is None or len(retarget.used) != num_frames:
+                    retarget = RetargetTargets.compute(faces, look_img,
+                                                       (anim.driving_frame(i) for i in range(num_frames)),
+                                                       s.retarget_groups, resolution, look_source, driving_source)
+                    retarget.save(anim.state_dir / 'retarget.npz')
 
         if announce:
             log(announce)
@@ -683,13 +838,14 @@ def animate(nets: Networks, driving, settings: AnimationSettings = AnimationSett
         with timer('optimize'):
             if s.schedule == 'sequential':
                 run_sequential(nets, anim, s, faces, look_distance, num_frames, finished, progress,
-                               id_setup=id_setup)
+                               id_setup=id_setup, retarget=retarget)
             else:
                 run_joint(nets, anim, s, faces, look_distance, num_frames, finished, progress, log,
-                          id_setup=id_setup)
+                          id_setup=id_setup, retarget=retarget)
 
         with timer('assemble'):
-            frames_out, latents, noise, report_frames = assemble_outputs(G, anim, num_frames, look_img, fps, subframes)
+            frames_out, latents, noise, report_frames = assemble_outputs(G, anim, num_frames, look_img, fps, subframes,
+                                                                         retarget, motion)
         id_report = None
         if id_setup is not None:
             with timer('identity'):
@@ -701,7 +857,7 @@ def animate(nets: Networks, driving, settings: AnimationSettings = AnimationSett
             settings=dict(**{k: v for k, v in asdict(s).items() if k != 'landmark_weights'},
                           landmark_weights=dict(zip(LANDMARK_GROUPS, s.landmark_weights)),
                           align=align, align_smoothing=align_smoothing, face_index=face_index, fps=fps,
-                          subframes=subframes, device=str(device)),
+                          subframes=subframes, follow_head=follow_head, device=str(device)),
             inputs=inputs,
             faces=dict(look=look_face, driving=record.get('face')),
             generator=dict(resolution=resolution, num_ws=G.num_ws, w_dim=G.w_dim),
@@ -715,6 +871,22 @@ def animate(nets: Networks, driving, settings: AnimationSettings = AnimationSett
         )
         if id_report is not None:
             report['identity_similarity'] = id_report
+        if motion is not None:
+            report['follow_head'] = dict(
+                applied=['rotation', 'translation'],
+                note='angle: degrees, counterclockwise on screen; tx, ty: output-image widths / heights in frame '
+                     '0\'s aligned axes; scale: measured, not applied',
+                per_frame=motion.as_rows())
+        report['landmark_error_to_used_target_mean'] = float(np.mean(
+            [row['landmark_error_to_used_target'] for row in report_frames]))
+        if retarget is not None:
+            jaw = [row['jaw_shape_change'] for row in report_frames]
+            report['jaw_shape_change_mean'] = float(np.mean(jaw))
+            report['retarget'] = dict(groups=list(retarget.groups), used_targets=RETARGET_FILE,
+                                      box=asdict(retarget.box), look_landmarks=retarget.look.round(3).tolist(),
+                                      landmark_error_to_used_target_mean=report['landmark_error_to_used_target_mean'],
+                                      jaw_shape_change_mean=report['jaw_shape_change_mean'],
+                                      jaw_shape_change_max=float(np.max(jaw)))
         stage1 = anim.load_stage1('cpu') if s.schedule == 'joint' else None
         if stage1 is not None:
             report['stage1'] = dict(losses=stage1[1])
@@ -735,8 +907,11 @@ def _bar(num_steps: int, landmarks: Optional[LandmarkLoss], desc: str, position:
 
 def run_sequential(nets: Networks, anim: AnimationRun, settings: AnimationSettings, faces: FaceLandmarks,
                    look_distance, num_frames: int, finished: int, progress: bool = True,
-                   id_setup: Optional[AnimationIdentity] = None) -> None:
-    """Optimize frames ``finished .. num_frames - 1`` one after the other (each saved at once)."""
+                   id_setup: Optional[AnimationIdentity] = None, retarget: Optional[RetargetTargets] = None) -> None:
+    """Optimize frames ``finished .. num_frames - 1`` one after the other (each saved at once).
+
+    ``retarget``: the ``--retarget`` targets (None: each driving frame's FAN heat maps).
+    """
     from tqdm import tqdm
     w_avg, _ = w_stats(nets.G)
     frame_bar = tqdm(total=num_frames, initial=finished, desc='frames', unit='frame', position=0,
@@ -744,7 +919,8 @@ def run_sequential(nets: Networks, anim: AnimationRun, settings: AnimationSettin
     try:
         for index in range(finished, num_frames):
             optimize_frame(nets, anim, settings, faces, look_distance, index, w_avg, progress,
-                           identity_term=id_setup.sequential_term(index) if id_setup is not None else None)
+                           identity_term=id_setup.sequential_term(index) if id_setup is not None else None,
+                           retarget=retarget)
             frame_bar.update(1)
     finally:
         frame_bar.close()
@@ -752,14 +928,18 @@ def run_sequential(nets: Networks, anim: AnimationRun, settings: AnimationSettin
 
 def optimize_frame(nets: Networks, anim: AnimationRun, settings: AnimationSettings, faces: FaceLandmarks,
                    look_distance, index: int, w_avg: torch.Tensor, progress: bool = True,
-                   identity_term: Optional[IdentityTerm] = None) -> None:
+                   identity_term: Optional[IdentityTerm] = None, retarget: Optional[RetargetTargets] = None) -> None:
     """Project one driving frame (warm-started from the previous one) and save it at once.
 
     ``identity_term``: the frame's identity term (``AnimationIdentity.sequential_term``), or None.
+    ``retarget``: the ``--retarget`` targets; the loss aims at frame ``index``'s used points.
     """
     s = settings.resolved()
     device = misc.module_device(nets.G)
-    landmarks = faces.loss(image_io.to_tensor(anim.driving_frame(index), device), s.landmark_weights)
+    if retarget is not None:
+        landmarks = retarget.loss(faces, s.landmark_weights, index)
+    else:
+        landmarks = faces.loss(image_io.to_tensor(anim.driving_frame(index), device), s.landmark_weights)
     first = index == 0
     w_prev = None if first else torch.from_numpy(anim.load_frame(index - 1)['w']).to(device)
     if s.mode == 'free':
@@ -779,7 +959,18 @@ def optimize_frame(nets: Networks, anim: AnimationRun, settings: AnimationSettin
             bar.close()
     if first:
         anim.save_noise(result.noise)
-    save_result_frame(anim, index, result.image[:1], result.ws[:1], result.losses[0], result.seconds, landmarks, 0)
+    save_result_frame(anim, index, saved_image(nets.G, result, 0, s.precision), result.ws[:1], result.losses[0],
+                      result.seconds, landmarks, 0)
+
+
+def saved_image(G, result, index: int, precision: str) -> torch.Tensor:
+    """Latent ``index``'s image ``[1, C, R, R]`` as saved in ``frames/``: the optimization's own in
+    fp32; re-rendered in fp32 from the latent and its noise maps otherwise, so that the saved frames,
+    the subframes between them and ``latents.npz`` agree whatever ``--precision`` optimized."""
+    if precision == 'fp32':
+        return result.image[index:index + 1]
+    with torch.no_grad():
+        return synthesize(G, result.ws[index:index + 1], result.noise_of(index) or None)
 
 
 def save_result_frame(anim: AnimationRun, index: int, image: torch.Tensor, ws: torch.Tensor, losses: dict,
@@ -794,8 +985,12 @@ def save_result_frame(anim: AnimationRun, index: int, image: torch.Tensor, ws: t
 
 def run_joint(nets: Networks, anim: AnimationRun, settings: AnimationSettings, faces: FaceLandmarks,
               look_distance, num_frames: int, finished: int, progress: bool = True,
-              log: Callable[[str], None] = _say, id_setup: Optional[AnimationIdentity] = None) -> None:
-    """The joint schedule (see the module docstring): stage 1 (the look alone), then all frames together."""
+              log: Callable[[str], None] = _say, id_setup: Optional[AnimationIdentity] = None,
+              retarget: Optional[RetargetTargets] = None) -> None:
+    """The joint schedule (see the module docstring): stage 1 (the look alone), then all frames together.
+
+    ``retarget``: the ``--retarget`` targets (frame ``i`` aims at ``retarget.used[i]``), or None.
+    """
     if finished >= num_frames:
         return
     s = settings.resolved()
@@ -827,8 +1022,11 @@ def run_joint(nets: Networks, anim: AnimationRun, settings: AnimationSettings, f
         anchor, w_init, noise = w_avg, None, None
 
     # Stage 2: every frame's latent together, one shared set of noise maps.
-    targets = (image_io.to_tensor(anim.driving_frame(i), device) for i in range(num_frames))
-    landmarks = LandmarkLoss(faces, targets, s.landmark_weights)
+    if retarget is not None:
+        landmarks = retarget.loss(faces, s.landmark_weights)
+    else:
+        targets = (image_io.to_tensor(anim.driving_frame(i), device) for i in range(num_frames))
+        landmarks = LandmarkLoss(faces, targets, s.landmark_weights)
     id_term = None
     if id_setup is not None and s.id_weight:
         start = (w_init if w_init is not None else w_avg).expand(1, G.num_ws, G.w_dim)
@@ -851,13 +1049,22 @@ def run_joint(nets: Networks, anim: AnimationRun, settings: AnimationSettings, f
                                                            seconds=result.seconds))
     per_frame = result.seconds / num_frames
     for i in range(num_frames):
-        save_result_frame(anim, i, result.image[i:i + 1], result.ws[i:i + 1], result.losses[i], per_frame,
+        save_result_frame(anim, i, saved_image(G, result, i, s.precision), result.ws[i:i + 1], result.losses[i],
+                          per_frame,
                           landmarks, i)
 
 
 def assemble_outputs(G, anim: AnimationRun, num_frames: int, look: Optional[np.ndarray], fps: float,
-                     subframes: int):
-    """animation.mp4, side_by_side.mp4 and latents.npz from the finished frames on disk.
+                     subframes: int, retarget: Optional[RetargetTargets] = None,
+                     motion: Optional[head_motion.HeadMotion] = None):
+    """animation.mp4, side_by_side.mp4 and latents.npz (and with ``retarget``
+    target_landmarks_used.json) from the finished frames on disk.
+
+    side_by_side.mp4: the look, the driving frame with its target drawn, the result; with
+    ``retarget`` the look with the frame's used target drawn, the driving frame with FAN's points.
+    ``motion`` (``--follow-head``): every output frame, key frames included, is rendered with its
+    input transform (the key frames' and, interpolated, the subframes'); ``latents.npz`` gains
+    ``transforms [T, 3, 3]``, the key frames' (``synthesize(G, w[i:i+1], transforms=transforms[i])``).
 
     Returns ``(frames [T, R, R, 3], latents [T, num_ws, w_dim], noise {name: [1, 1, r, r]}, report rows)``.
     """
@@ -867,33 +1074,55 @@ def assemble_outputs(G, anim: AnimationRun, num_frames: int, look: Optional[np.n
     noise = anim.load_noise(device)
     out = anim.outdir
     frames = []
+    key_transforms = output_transforms = None
+    if motion is not None:
+        base = G.synthesis.input.transform
+        key_transforms = motion.transforms(base=base)                                 # [T, 3, 3]
+        output_transforms = interpolate_motion(motion, subframes).transforms(base=base)
 
     with image_io.VideoWriter(out / 'animation.mp4', fps=fps * (subframes + 1)) as video:
         keyframe = 0
         for k, w in enumerate(interpolate_latents(latents, subframes)):
-            if k % (subframes + 1) == 0:  # a key frame: the image saved when it was finished
+            if k % (subframes + 1) == 0 and motion is None:  # a key frame: the image saved when it was finished
                 frame = image_io.load_image(anim.frame_png(keyframe))
-                frames.append(frame)
-                video.append(frame)
-                keyframe += 1
             else:
                 with torch.no_grad():
-                    img = synthesize(G, torch.from_numpy(w[None]).to(device), noise or None)
-                video.append(image_io.to_uint8(img[0]))
+                    img = synthesize(G, torch.from_numpy(w[None]).to(device), noise or None,
+                                     transforms=None if motion is None else output_transforms[k])
+                frame = image_io.to_uint8(img[0])
+            if k % (subframes + 1) == 0:
+                frames.append(frame)
+                keyframe += 1
+            video.append(frame)
 
     with image_io.VideoWriter(out / 'side_by_side.mp4', fps=fps) as video:
         for i, record in enumerate(records):
-            panels = [] if look is None else [look]
-            panels.append(draw_landmarks(anim.driving_frame(i), record['target_landmarks'], color=(255, 64, 64)))
+            if retarget is not None:
+                panels = [draw_landmarks(look, retarget.used[i], color=(255, 64, 64)),
+                          draw_landmarks(anim.driving_frame(i), retarget.driving[i], color=(64, 160, 255))]
+            else:
+                panels = [] if look is None else [look]
+                panels.append(draw_landmarks(anim.driving_frame(i), record['target_landmarks'], color=(255, 64, 64)))
             panels.append(frames[i])
             video.append(image_io.hstack(panels))
 
     noise_np = {name: value.cpu().numpy().astype(np.float32) for name, value in noise.items()}
     # The latents and the noise maps (by buffer name) every frame was rendered with.
-    image_io.save_npz(out / 'latents.npz', w=latents, **noise_np)
+    extra = {} if key_transforms is None else dict(transforms=key_transforms.astype(np.float32))
+    image_io.save_npz(out / 'latents.npz', w=latents, **noise_np, **extra)
     rows = [dict(frame=i, landmark_error=float(r['landmark_error']), seconds=float(r['seconds']),
                  losses={str(k): float(v) for k, v in zip(r['loss_names'], r['loss_values'])})
             for i, r in enumerate(records)]
+    for i, (row, record) in enumerate(zip(rows, records)):
+        if motion is not None:
+            row['head'] = {k: v for k, v in motion.as_rows()[i].items() if k != 'frame'}
+        if retarget is not None:
+            row.update(retarget.frame_report(i, record['landmarks']))
+        else:  # the target is FAN's points on the driving frame (read from its heat maps)
+            p, t = (torch.as_tensor(record[k], dtype=torch.float32)[None] for k in ('landmarks', 'target_landmarks'))
+            row['landmark_error_to_used_target'] = float(landmark_error(p, t)[0])
+    if retarget is not None:
+        retarget.write_json(out / RETARGET_FILE)
     return np.stack(frames), latents, noise_np, rows
 
 
@@ -911,6 +1140,14 @@ Examples:
   # The original's joint schedule: the look first, then all frames together, 8 at a time:
   python projector_video.py --network=ffhq.pkl --target_look=look.png --driving=smile.mp4 --outdir=anim \\
       --schedule=joint --batch-size=8
+\b
+  # The driver's expression on the look's own face (--retarget): the look's landmarks move as the
+  # driver's move from its first frame; jaw and nose keep the look's shape:
+  python projector_video.py --network=ffhq.pkl --target_look=look.png --driving=talk.mp4 --outdir=anim --retarget
+\b
+  # StyleGAN3: the output also turns and moves with the driving head (its in-plane rotation and shift):
+  python projector_video.py --network=stylegan3-r-ffhq-1024x1024.pkl --target_look=look.png --driving=talk.mp4 \\
+      --outdir=anim --follow-head
 \b
   # Identity-free: smooth transitions between faces, driven by a folder of frames:
   python projector_video.py --network=ffhq.pkl --mode=free --target_landmarks_folder=frames/ --outdir=anim
@@ -944,6 +1181,12 @@ Examples:
 @click.option('--landmark_weight', type=float, default=0.1, show_default=True)
 @click.option('--landmark_weights', default=DEFAULT_GROUP_WEIGHTS_TEXT, show_default=True,
               metavar='W1,..,W9', help='Nine group weights: ' + ', '.join(LANDMARK_GROUPS) + '.')
+@click.option('--retarget', is_flag=True, default=False,
+              help='Identity mode: each frame aims at the look\'s own landmarks plus the driver\'s aligned change '
+                   'since driving frame 0, so the look keeps its face shape (writes target_landmarks_used.json).')
+@click.option('--retarget-groups', 'retarget_groups', default=None, metavar='GROUPS',
+              help='With --retarget: the groups the driver moves, comma-separated (' + ', '.join(LANDMARK_GROUPS) +
+                   '; or eyebrows, eyes, nose, lips, mouth, all) [default: ' + DEFAULT_RETARGET_GROUPS_TEXT + '].')
 @click.option('--latent_distance', type=click.Choice(LATENT_DISTANCES), default=DEFAULT_LATENT_DISTANCE,
               show_default=True, help='Smoothness / fidelity distance: sum(sqrt((a-b)^2+1e-6)) or ||a-b||.')
 @click.option('--smoothness_weight', type=float, default=None,
@@ -958,6 +1201,10 @@ Examples:
               help='Interpolated frames between neighbours.')
 @click.option('--align/--no-align', default=True, show_default=True,
               help='FFHQ-align the look and the driving frames.')
+@click.option('--follow-head', 'follow_head', is_flag=True, default=False,
+              help='StyleGAN3: the output turns and moves with the driving head (its in-plane rotation and '
+                   'translation since frame 0, from the alignment) through the synthesis input\'s transform; '
+                   'the latents carry the expression. Needs --align.')
 @click.option('--align-smoothing', 'align_smoothing', type=click.FloatRange(min=0), default=2.0, show_default=True,
               help='Temporal smoothing of the alignment, in frames (0: none).')
 @detector_options
@@ -973,9 +1220,9 @@ Examples:
               help='Continue after the last finished frame in --outdir (--no-resume: start over).')
 def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_landmarks_folder, driving, fps, outdir,
          mode, schedule, num_steps_first, num_steps, batch_size, lpips_weight, lpips_weight_second, landmark_weight,
-         landmark_weights, latent_distance, smoothness_weight, fidelity_weight, d_loss, d_weight, subframes, align,
-         align_smoothing, detector, detector_weights, face_index, id_weight, id_weights, no_identity, id_anchor,
-         precision, seed, resume):
+         landmark_weights, retarget, retarget_groups, latent_distance, smoothness_weight, fidelity_weight, d_loss,
+         d_weight, subframes, align, follow_head, align_smoothing, detector, detector_weights, face_index, id_weight,
+         id_weights, no_identity, id_anchor, precision, seed, resume):
     """Animate a face: every frame takes its facial landmarks from a driving sequence, and (identity
     mode) its look from --target_look.
 
@@ -987,7 +1234,8 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
                                  landmark_weight=landmark_weight, landmark_weights=parse_group_weights(landmark_weights),
                                  latent_distance=latent_distance, smoothness_weight=smoothness_weight,
                                  fidelity_weight=fidelity_weight, d_weight=realism_weight(d_loss, d_weight),
-                                 batch_size=batch_size, seed=seed, id_weight=id_weight, id_anchor=id_anchor)
+                                 batch_size=batch_size, seed=seed, id_weight=id_weight, id_anchor=id_anchor,
+                                 retarget=retarget, retarget_groups=retarget_groups_option(retarget, retarget_groups))
     settings.validate()
     need_identity = identity.identity_requested(id_weight, id_weights, no_identity)
     if (target_landmarks_folder is None) == (driving is None):
@@ -1014,6 +1262,8 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
                              need_identity=need_identity, id_weights=id_weights)
         faces = FaceLandmarks.load(fan=nets.fan, detector=detector if align else 'none',
                                    detector_weights=detector_weights, device=dev)
+    if follow_head:  # before anything is written
+        check_follow_head(nets.G, align)
     out = prepare_outdir(outdir)
     # What a resumed run must share with the run that wrote the finished frames (files by content).
     inputs = dict(network=file_identity(network_pkl), look=file_identity(target_look),
@@ -1027,7 +1277,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
         inputs['id_weights'] = file_identity(id_weights) if id_weights else identity.FACENET_URL
     animation = animate(nets, source, settings, look=look, outdir=out, faces=faces, align=align,
                         align_smoothing=align_smoothing, face_index=face_index, fps=fps, subframes=subframes,
-                        resume=resume, inputs=inputs, announce=precision_note)
+                        resume=resume, inputs=inputs, announce=precision_note, follow_head=follow_head)
     report = animation.report
     report['settings'].update(network=network_pkl, target_look=target_look,
                               target_landmarks_folder=target_landmarks_folder, driving=driving, outdir=str(outdir),
