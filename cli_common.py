@@ -189,14 +189,6 @@ def detector_options(func: Callable) -> Callable:
     return func
 
 
-def load_face_detector(detector: str, weights: Optional[str], device):
-    """The face detector chosen on the command line, or None."""
-    if detector == 'none':
-        return None
-    from face_align import load_detector
-    return load_detector(weights, device)
-
-
 class ProgressBar:
     """Optimization callback: a tqdm bar over steps showing the loss terms (and a landmark error)."""
 

@@ -280,10 +280,10 @@ def ffhq_box(resolution: int, margin: float = DEFAULT_MARGIN) -> FaceBox:
 
 def box_from_image(fan: torch.nn.Module, image: torch.Tensor, margin: float = DEFAULT_MARGIN) -> FaceBox:
     """``identity_box`` of the landmarks FAN finds on ``image [1, 3, H, W]`` in ``[-1, 1]`` (FAN runs twice)."""
-    import face_align
     import image_io
+    from face_landmarks import FaceLandmarks
     misc.assert_shape(image, [1, 3, None, None])
-    points, _ = face_align.detect_landmarks(fan, image_io.to_uint8(image[0]), refinements=1)
+    points, _ = FaceLandmarks(fan).landmarks(image_io.to_uint8(image[0]), refinements=1)
     return identity_box(points, int(image.shape[3]), int(image.shape[2]), margin)
 
 

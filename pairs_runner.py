@@ -139,15 +139,12 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
     import projector
     from cli_common import PhaseTimer, check_weights, pick_device, prepare_outdir
     from landmark_loss import parse_group_weights
-    from loaders import load_networks
     from optimization import ProjectionSettings
 
     if batch_size < 1:
         raise UserError(f'--batch-size must be at least 1, got {batch_size}')
     if cli['save_video']:
         raise UserError('--save_video is not available with --pairs (run the pair alone to get its video)')
-    if cli['align']:
-        raise UserError('--align is not available with --pairs yet; align the photos first')
     rows = pairs.read_pairs(csv_path, OVERRIDES)
     for row in rows:  # per-row settings are checked before any heavy work
         try:
@@ -166,10 +163,10 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
                        f'{len(pairs.shard(rows, ctx.rank, ctx.world_size))} of {len(rows)} rows.', err=True)
         load_timer = PhaseTimer()
         with load_timer('load_networks'):
-            nets = load_networks(cli['network'], dev, fan_weights=cli['fan_weights'], vgg_weights=cli['vgg_weights'],
-                                 need_D=cli['d_weight'] > 0)
+            nets, faces = projector.load_for_projection(cli, dev)
         projector.announce_precision(used_precision, cli['precision'])
         resolution = nets.G.img_resolution
+        groups = cli['retarget_groups'] if cli['retarget'] else None
 
         def settings_for(row):
             return ProjectionSettings(num_steps=cli['num_steps'], latent=cli['latent'],
@@ -178,21 +175,18 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
         def prepare(row):
             timer = PhaseTimer()
             timer.seconds['load_networks'] = load_timer.seconds['load_networks']
-            look_raw = image_io.load_image(row.look, 'look')
-            target_raw = image_io.load_image(row.landmarks, 'landmarks')
             with timer('prepare_targets'):
-                look, target = (projector.prepare_image(img, resolution) for img in (look_raw, target_raw))
-                o = row.overrides
-                proj = projector.LandmarkProjector(nets, look, target, o.get('lpips_weight', cli['lpips_weight']),
-                                                   o.get('landmark_weight', cli['landmark_weight']),
-                                                   o.get('group_weights', group_weights), cli['d_weight'])
-                target_points = proj.landmarks.target_landmarks[0].cpu().numpy()
+                inputs = projector.prepare_inputs(faces, str(row.look), str(row.landmarks), resolution,
+                                                  align=cli['align'], face_index=cli['face_index'],
+                                                  frame=cli['landmarks_frame'], retarget_groups=groups)
+                for warning in inputs.warnings:
+                    click.echo(f'warning: {row.name}: {warning}', err=True)
+                proj = projector.projector_for(nets, faces, inputs, cli, group_weights, row.overrides)
             out = prepare_outdir(str(row.outdir))
             # A redone row's old report goes first: until the new one is written, the folder is unfinished.
             (out / 'report.json').unlink(missing_ok=True)
-            return dict(row=row, look=look, target=target, projector=proj, target_points=target_points, out=out,
-                        timer=timer, settings=settings_for(row),
-                        group_weights=o.get('group_weights', group_weights))
+            return dict(row=row, inputs=inputs, projector=proj, out=out, timer=timer, settings=settings_for(row),
+                        group_weights=row.overrides.get('group_weights', group_weights))
 
         def optimize(jobs):
             settings = jobs[0]['settings']
@@ -210,16 +204,16 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
         def write(job, projection):
             timer = job['timer']
             with timer('write_outputs'):
-                projector.write_outputs(job['out'], projection, job['look'], job['target'], job['target_points'])
+                projector.write_outputs(job['out'], projection, job['projector'], cli['save_landmarks'])
             row = job['row']
             report = projector.make_report(cli, str(row.look), str(row.landmarks), str(row.outdir),
                                            job['group_weights'], dev, used_precision, nets, job['settings'],
-                                           job['projector'], projection, timer)
+                                           job['projector'], projection, timer, job['inputs'])
             report['pairs'] = dict(csv=str(Path(csv_path).resolve()), row=row.index + 1, line=row.line,
                                    batch_size=batch_size)
             image_io.save_json(job['out'] / 'report.json', report)
-            return dict(final_losses=report['final_losses'], lpips_to_look=report['lpips_to_look'],
-                        landmark_error=report['landmark_error'])
+            return {k: report[k] for k in ('final_losses', 'lpips_to_look', 'landmark_error', 'identity_similarity',
+                                           'landmark_error_to_used_target') if k in report}
 
         records = run_pairs(rows, prepare, optimize, write, batch_size=batch_size, resume=resume, ctx=ctx)
         merged = merge_and_report(ctx, records, csv_path, dict(cli, batch_size=batch_size, resume=resume,

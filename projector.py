@@ -1,6 +1,11 @@
 """Project a face into StyleGAN2 with the look of one image and the landmarks of another.
 
     loss = lpips_weight * LPIPS(G(w), look) + landmark_weight * HL(G(w), landmarks) + 1e5 * noise_reg
+           [+ id_weight * (1 - cos(E(crop(G(w))), E(crop(look))))]   [+ d_weight * softplus(-D(G(w)))]
+
+The landmark target is an image (FAN's heat maps of it, as in the original) or 68 coordinates
+(``.json``/``.npy``/``.npz``/``.pts``, rendered as FAN-style heat maps); ``--retarget`` keeps the
+look's jaw and nose and takes only the expression's groups from the target (``target_input``).
 
 Command line: ``python projector.py --help``. Python::
 
@@ -12,19 +17,24 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import click
 import numpy as np
 import torch
 
 import image_io
+import identity
+import landmark_targets
 from cli_common import (ZERO_ONE, PhaseTimer, ProgressBar, check_outdir_writable, check_weights, detector_options,
-                        environment, load_face_detector, network_options, pick_device, precision_option,
+                        environment, identity_options, network_options, pick_device, precision_option,
                         prepare_outdir, run)
 import cli_common
 from dnnlib.util import UserError
-from landmark_loss import DEFAULT_GROUP_WEIGHTS, DEFAULT_GROUP_WEIGHTS_TEXT, LANDMARK_GROUPS, LandmarkLoss, draw_landmarks, parse_group_weights
+from face_landmarks import FaceLandmarks
+from landmark_loss import (DEFAULT_GROUP_WEIGHTS, DEFAULT_GROUP_WEIGHTS_TEXT, LANDMARK_GROUPS, FaceBox,
+                           LandmarkLoss, draw_landmarks, parse_group_weights)
+from target_input import LandmarkTarget, load_target
 from loaders import Networks, load_networks, projection_arrays
 from objectives import DEFAULT_D_WEIGHT, look_and_landmarks, per_latent, realism_term
 from optimization import ProjectionResult, ProjectionSettings, StepInfo, project
@@ -37,6 +47,7 @@ class LandmarkProjection:
     lpips_to_look: float
     landmark_error: float
     projection_landmarks: np.ndarray  # [68, 2] image pixels
+    identity_similarity: Optional[float] = None  # cosine of FaceNet embeddings, look vs projection (FaceNet loaded)
 
 
 def prepare_image(image: np.ndarray, resolution: int) -> np.ndarray:
@@ -47,34 +58,82 @@ def prepare_image(image: np.ndarray, resolution: int) -> np.ndarray:
 class LandmarkProjector:
     """The look of one image and the landmarks of another, for one generator.
 
-    ``look`` and ``target`` are ``uint8 [R, R, 3]`` at the generator's resolution (see
-    ``prepare_image``). Construction computes everything that depends only on the targets
-    (the face box, the target heat maps, the look's LPIPS features) and keeps it here: the
-    shared ``nets`` are only read, so several projectors can use one ``Networks``. ``run``
-    optimizes; ``run_batch`` optimizes several projectors' latents in one batched loop.
-    ``d_weight > 0`` adds the realism term ``d_weight * softplus(-D(x))`` (needs ``nets.D``).
+    ``look`` is ``uint8 [R, R, 3]`` at the generator's resolution (see ``prepare_image``).
+    ``target`` is the landmark target: an image ``uint8 [R, R, 3]`` (FAN's heat maps of it) or a
+    ``target_input.LandmarkTarget`` (an image or coordinates, possibly retargeted); ``landmarks``
+    may give the heat-map loss itself instead (a ``LandmarkLoss``). Construction computes
+    everything that depends only on the targets (the face box, the target heat maps, the look's
+    LPIPS features and FaceNet embedding) and keeps it here: the shared ``nets`` are only read, so
+    several projectors can use one ``Networks``. ``run`` optimizes; ``run_batch`` optimizes several
+    projectors' latents in one batched loop.
+
+    ``d_weight > 0`` adds the realism term ``d_weight * softplus(-D(x))`` (needs ``nets.D``);
+    ``id_weight > 0`` the identity term ``id_weight * (1 - cos(E(crop(x)), E(crop(look))))``
+    (needs ``nets.facenet``). Whenever ``nets.facenet`` is loaded, the projection's
+    ``identity_similarity`` (the cosine) is measured.
     """
 
-    def __init__(self, nets: Networks, look: np.ndarray, target: np.ndarray, lpips_weight: float = 1.0,
-                 landmark_weight: float = 0.1, group_weights: Sequence[float] = DEFAULT_GROUP_WEIGHTS,
-                 d_weight: float = 0.0):
+    def __init__(self, nets: Networks, look: np.ndarray, target: Union[np.ndarray, LandmarkTarget, None] = None,
+                 lpips_weight: float = 1.0, landmark_weight: float = 0.1,
+                 group_weights: Sequence[float] = DEFAULT_GROUP_WEIGHTS, d_weight: float = 0.0,
+                 id_weight: float = 0.0, faces: Optional[FaceLandmarks] = None,
+                 landmarks: Optional[LandmarkLoss] = None):
         device = misc.module_device(nets.G)
+        R = nets.G.img_resolution
+        misc.assert_shape(look, [R, R, 3])
         self.nets = nets
         self.look = look
-        self.target = target
         self.lpips_weight = lpips_weight
         self.landmark_weight = landmark_weight
         self.d_weight = d_weight
+        self.id_weight = id_weight
         if d_weight and nets.D is None:
             raise ValueError('d_weight > 0 needs the discriminator (load_networks(..., need_D=True))')
+        if id_weight and nets.facenet is None:
+            raise ValueError('id_weight > 0 needs FaceNet (load_networks(..., need_identity=True))')
+        faces = faces or FaceLandmarks(nets.fan)
+        self.target_input = target if isinstance(target, LandmarkTarget) else None
+        self.target = target.image if isinstance(target, LandmarkTarget) else target
+        if landmarks is not None:
+            self.landmarks = landmarks
+        elif self.target_input is not None:
+            self.landmarks = self.target_input.loss(faces, group_weights, device=device)
+        elif target is not None:
+            misc.assert_shape(target, [R, R, 3])
+            self.landmarks = LandmarkLoss(faces, image_io.to_tensor(target, device), group_weights)
+        else:
+            raise ValueError('give the landmark target: an image, a LandmarkTarget, or landmarks=LandmarkLoss')
         self.look_tensor = image_io.to_tensor(look, device)
-        self.landmarks = LandmarkLoss(nets.fan, image_io.to_tensor(target, device), group_weights)
         self.look_distance = nets.perceptual.distance_to(self.look_tensor)
-        extra = None
-        if d_weight:
-            extra = lambda image, ws: {'realism': d_weight * realism_term(nets.D, image)}  # noqa: E731
+        self.identity = None
+        if nets.facenet is not None:
+            look_points = (self.target_input.look_points if self.target_input is not None
+                           and self.target_input.look_points is not None
+                           else faces.landmarks(look, FaceBox.full(R), refinements=2)[0])
+            self.identity = identity.IdentityLoss(nets.facenet, self.look_tensor, identity.identity_box(look_points, R))
         self.objective = look_and_landmarks(self.look_distance, self.landmarks, lpips_weight, landmark_weight,
-                                            extra=extra)
+                                            extra=self._extra_terms if (d_weight or id_weight) else None)
+
+    def _extra_terms(self, image: torch.Tensor, ws: torch.Tensor) -> Dict[str, torch.Tensor]:
+        terms = {}
+        if self.d_weight:
+            terms['realism'] = self.d_weight * realism_term(self.nets.D, image)
+        if self.id_weight:
+            terms['identity'] = self.id_weight * self.identity(image)
+        return terms
+
+    @property
+    def target_points(self) -> np.ndarray:
+        """``[68, 2]``: the points the landmark error is measured against (the used target)."""
+        return self.landmarks.target_landmarks[0].cpu().numpy()
+
+    def target_panel(self) -> np.ndarray:
+        """``uint8 [R, R, 3]``: the target (image, or a grey canvas for coordinates) with the used points drawn."""
+        if self.target_input is not None:
+            return self.target_input.panel()
+        R = self.nets.G.img_resolution
+        base = self.target if self.target is not None else np.full([R, R, 3], 96, dtype=np.uint8)
+        return draw_landmarks(base, self.target_points, color=(255, 64, 64))
 
     def step_landmarks(self, info: StepInfo, i: int = 0) -> np.ndarray:
         """Landmarks ``[68, 2]`` of a step's image (latent ``i``), reusing the heat maps the loss computed."""
@@ -85,9 +144,10 @@ class LandmarkProjector:
     def _finish(self, result: ProjectionResult) -> LandmarkProjection:
         with torch.no_grad():
             lpips_to_look = float(self.look_distance(result.image[:1])[0])
+            similarity = float(self.identity.similarity(result.image[:1].float())[0]) if self.identity else None
         error, points = self.landmarks.measure(result.image[:1])
         return LandmarkProjection(result=result, lpips_to_look=lpips_to_look, landmark_error=error,
-                                  projection_landmarks=points)
+                                  projection_landmarks=points, identity_similarity=similarity)
 
     def run(self, settings: ProjectionSettings = ProjectionSettings(),
             callbacks: Sequence[Callable[[StepInfo], None]] = (),
@@ -112,6 +172,68 @@ class LandmarkProjector:
         result = project(G, per_latent([p.objective for p in projectors]), settings, seeds=seeds,
                          chunk_size=chunk_size, callbacks=callbacks)
         return [p._finish(result.select(i)) for i, p in enumerate(projectors)]
+
+
+# ----------------------------------------------------------------------------
+# Inputs: the look and the landmark target as the projection uses them.
+
+ALIGN_HEADROOM = 4  # with --align, photos are decoded with a shorter side of at least 4x the resolution
+
+
+@dataclass
+class PreparedInputs:
+    """A look and a landmark target at the generator's resolution, and how they were read."""
+    look: np.ndarray                  # uint8 [R, R, 3]
+    target: LandmarkTarget
+    report: dict                      # look_image / target_image (image_io.ImageInfo), look_face / target_face (--align)
+    warnings: List[str]
+
+
+def fit_photo(faces: FaceLandmarks, image: np.ndarray, resolution: int, align: bool, face_index: int,
+              source: str):
+    """``uint8 [H, W, 3]`` -> ``(uint8 [R, R, 3], face report or None, warning or None)``.
+
+    ``align``: FFHQ alignment of the ``face_index``-th largest face (``face_align.align_photo``;
+    no face is a ``UserError``); otherwise a centre crop.
+    """
+    if not align:
+        return prepare_image(image, resolution), None, None
+    from face_align import align_photo
+    aligned = align_photo(faces, image, resolution, face_index, source)
+    return aligned.image, aligned.report(), aligned.warning
+
+
+def prepare_inputs(faces: FaceLandmarks, look_path: str, target_path: str, resolution: int, *, align: bool = False,
+                   face_index: int = 0, frame: Optional[str] = None,
+                   retarget_groups: Optional[Sequence[str]] = None) -> PreparedInputs:
+    """Read ``--target_look`` and ``--target_landmarks`` the way every projection does.
+
+    Images go through ``image_io.read_image`` (EXIF orientation applied, colour converted to
+    sRGB, huge images reduced early); with ``align`` both photos are FFHQ-aligned. A landmark
+    file's points are taken as pixels of the generator's frame (``frame``: ``--landmarks-frame``).
+    Every problem with an input is a one-line ``UserError``.
+    """
+    report: dict = {}
+    warnings: List[str] = []
+    # Decoded no larger than needed: the crop's side, or (aligning) room for a face a quarter of the photo.
+    min_side = resolution * (ALIGN_HEADROOM if align else 1)
+    look_raw, info = image_io.read_image(look_path, '--target_look', min_side=min_side)
+    report['look_image'] = info.as_dict()
+    look, face, warning = fit_photo(faces, look_raw, resolution, align, face_index, str(look_path))
+    del look_raw
+    if face is not None:
+        report['look_face'] = face
+    warnings += [warning] if warning else []
+    target_image = None
+    if not landmark_targets.is_landmark_file(target_path):
+        raw, info = image_io.read_image(target_path, '--target_landmarks', min_side=min_side)
+        report['target_image'] = info.as_dict()
+        target_image, face, warning = fit_photo(faces, raw, resolution, align, face_index, str(target_path))
+        if face is not None:
+            report['target_face'] = face
+        warnings += [warning] if warning else []
+    target = load_target(target_path, faces, look, resolution, frame, retarget_groups, image=target_image)
+    return PreparedInputs(look, target, report, warnings)
 
 
 class FrameRecorder:
@@ -142,6 +264,18 @@ Examples:
       --target_look=look.png --target_landmarks=smile.png --outdir=out \\
       --landmark_weight=0.05 --num-steps=1000 --save_video=1
 \b
+  # Only the expression of smile.png, on the look's own face shape (jaw and nose kept):
+  python projector.py --network=ffhq.pkl --target_look=look.png --target_landmarks=smile.png \\
+      --retarget --outdir=out
+\b
+  # Edit the landmarks a run wrote (out/landmarks.json) and project again from the coordinates:
+  python projector.py --network=ffhq.pkl --target_look=look.png --target_landmarks=out/landmarks.json \\
+      --outdir=out2
+\b
+  # Phone photos, FFHQ-aligned first, keeping the person (identity term):
+  python projector.py --network=ffhq.pkl --target_look=IMG_0001.HEIC --target_landmarks=IMG_0002.jpg \\
+      --align --id_weight=1 --outdir=out
+\b
   # Offline, with local weight files:
   python projector.py --network=ffhq.pkl --fan-weights=2DFAN4-11f355bf06.pth.tar \\
       --vgg-weights=vgg16-397923af.pth --target_look=look.png --target_landmarks=smile.png --outdir=out
@@ -152,7 +286,22 @@ Landmark groups for --landmark_weights, in order: """ + ', '.join(LANDMARK_GROUP
 @click.command(epilog=EXAMPLES, context_settings=dict(help_option_names=['-h', '--help'], max_content_width=100))
 @network_options
 @click.option('--target_look', 'target_look', default=None, metavar='FILE', help='Image whose look (identity, style) to take.')
-@click.option('--target_landmarks', 'target_landmarks', default=None, metavar='FILE', help='Image whose facial landmarks (expression) to take.')
+@click.option('--target_landmarks', 'target_landmarks', default=None, metavar='FILE',
+              help='Image whose facial landmarks (expression) to take, or a landmark file (.json, .npy, .npz, .pts: '
+                   '68 [x, y] points in the iBUG order).')
+@click.option('--landmarks-frame', 'landmarks_frame', default=None, metavar='W,H',
+              help='The frame a landmark file\'s pixels refer to when the file names none [default: the '
+                   'generator\'s resolution].')
+@click.option('--retarget', is_flag=True, default=False,
+              help='Keep the look\'s face shape: align the target\'s points to the look\'s and take only '
+                   '--retarget-groups from them.')
+@click.option('--retarget-groups', 'retarget_groups', default=landmark_targets.DEFAULT_RETARGET_GROUPS_TEXT,
+              show_default=True, metavar='GROUPS',
+              help='With --retarget: the groups taken from the target (names as for --landmark_weights, or '
+                   'eyebrows, eyes, nose, lips, all).')
+@click.option('--save_landmarks/--no-save_landmarks', 'save_landmarks', default=True, show_default=True,
+              help='Write landmarks.json (look, target, used target and projection points; readable as '
+                   '--target_landmarks).')
 @click.option('--outdir', default=None, metavar='DIR', help='Where to write the outputs.')
 @click.option('--pairs', 'pairs_csv', default=None, metavar='CSV',
               help='Many pairs: a CSV with columns look,landmarks,outdir (paths relative to the CSV; optional columns '
@@ -174,21 +323,26 @@ Landmark groups for --landmark_weights, in order: """ + ', '.join(LANDMARK_GROUP
                    f'[{DEFAULT_D_WEIGHT:g} unless given].')
 @click.option('--d_weight', type=float, default=None, metavar='FLOAT',
               help='Weight of the realism term; a value > 0 switches it on without --d_loss.')
+@identity_options
 @click.option('--latent', type=click.Choice(['w', 'w+']), default='w', show_default=True, help='Optimize one w for all layers, or one per layer.')
 @click.option('--align/--no-align', default=False, show_default=True, help='FFHQ-align raw photos first (from their landmarks).')
+@click.option('--face-index', 'face_index', type=click.IntRange(min=0), default=0, show_default=True,
+              help='With --align: which face, by size (0: the largest), in each photo.')
 @detector_options
 @precision_option
-def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_landmarks, outdir, pairs_csv, batch_size,
-         resume, num_steps, lpips_weight, landmark_weight, landmark_weights, seed, save_video, d_loss, d_weight, latent,
-         align, detector, detector_weights, precision):
+def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_landmarks, landmarks_frame, retarget,
+         retarget_groups, save_landmarks, outdir, pairs_csv, batch_size, resume, num_steps, lpips_weight,
+         landmark_weight, landmark_weights, seed, save_video, d_loss, d_weight, id_weight, id_weights, no_identity,
+         latent, align, face_index, detector, detector_weights, precision):
     """Project a face into a StyleGAN2 generator: the look of --target_look with the facial
     landmarks (expression) of --target_landmarks.
 
-    Inputs are centre-cropped to a square and resized to the generator's resolution; pass
-    --align for photos that are not FFHQ-aligned. Writes proj.png, projected_w.npz,
-    target_look.png, target_landmarks.png (the inputs as used), summary.png, report.json and,
-    with --save_video 1, proj.mp4 into --outdir. With --pairs CSV, does the same for every row
-    of the CSV (networks loaded once; under torchrun the rows are shared out over the ranks).
+    Inputs are read upright (EXIF orientation) in sRGB, centre-cropped to a square and resized
+    to the generator's resolution; pass --align for photos that are not FFHQ-aligned. Writes
+    proj.png, projected_w.npz, target_look.png, target_landmarks.png (the inputs as used),
+    summary.png, landmarks.json, report.json and, with --save_video 1, proj.mp4 into --outdir
+    (with --retarget also target_landmarks_used.json). With --pairs CSV, does the same for every
+    row of the CSV (networks loaded once; under torchrun the rows are shared out over the ranks).
     """
     timer = PhaseTimer()
     # Everything a user can get wrong is checked before any heavy work.
@@ -197,10 +351,16 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     check_weights(lpips_weight=lpips_weight, landmark_weight=landmark_weight)
     d_weight = realism_weight(d_loss, d_weight)
     group_weights = parse_group_weights(landmark_weights)
+    need_identity = identity.identity_requested(id_weight, id_weights, no_identity)
+    groups = landmark_targets.parse_retarget_groups(retarget_groups) if retarget else None
+    landmark_targets.parse_frame(landmarks_frame)
     cli = dict(network=network_pkl, num_steps=num_steps, lpips_weight=lpips_weight, landmark_weight=landmark_weight,
                landmark_weights=landmark_weights, seed=seed, save_video=save_video, d_loss=d_loss, d_weight=d_weight,
-               latent=latent, align=align, detector=detector, detector_weights=detector_weights,
-               fan_weights=fan_weights, vgg_weights=vgg_weights, precision=precision)
+               id_weight=id_weight, id_weights=id_weights, no_identity=no_identity, need_identity=need_identity,
+               retarget=retarget, retarget_groups=list(groups) if groups else None, landmarks_frame=landmarks_frame,
+               save_landmarks=save_landmarks, latent=latent, align=align, face_index=face_index, detector=detector,
+               detector_weights=detector_weights, fan_weights=fan_weights, vgg_weights=vgg_weights,
+               precision=precision)
     if pairs_csv is not None:
         given = [n for n, v in (('--target_look', target_look), ('--target_landmarks', target_landmarks),
                                 ('--outdir', outdir)) if v is not None]
@@ -214,26 +374,22 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
         raise UserError(f'missing {", ".join(missing)} (or give --pairs CSV)')
     if batch_size != 1 or not resume:
         raise UserError('--batch-size and --no-resume need --pairs')
-    look_raw = image_io.load_image(target_look, '--target_look')
-    target_raw = image_io.load_image(target_landmarks, '--target_landmarks')
+    check_inputs(target_look, target_landmarks)
     check_outdir_writable(outdir)
     dev = pick_device(device)
     used_precision = resolve_precision(precision, dev, announce=False)
     settings = ProjectionSettings(num_steps=num_steps, latent=latent, seed=seed, precision=used_precision)
 
     with timer('load_networks'):
-        nets = load_networks(network_pkl, dev, fan_weights=fan_weights, vgg_weights=vgg_weights, need_D=d_weight > 0)
-    announce_precision(used_precision, precision)  # after the loads, so that a bad file stays a one-line error
+        nets, faces = load_for_projection(cli, dev)
     with timer('prepare_targets'):
-        resolution = nets.G.img_resolution
-        if align:
-            from face_align import align_face
-            find_face = load_face_detector(detector, detector_weights, dev)
-            look, target = (align_face(nets.fan, img, resolution, find_face) for img in (look_raw, target_raw))
-        else:
-            look, target = (prepare_image(img, resolution) for img in (look_raw, target_raw))
-        projector = LandmarkProjector(nets, look, target, lpips_weight, landmark_weight, group_weights, d_weight)
-        target_points = projector.landmarks.target_landmarks[0].cpu().numpy()
+        inputs = prepare_inputs(faces, target_look, target_landmarks, nets.G.img_resolution, align=align,
+                                face_index=face_index, frame=landmarks_frame, retarget_groups=groups)
+        # Said once the inputs are read, so that a bad file (network or image) stays a one-line error.
+        announce_precision(used_precision, precision)
+        for warning in inputs.warnings:
+            click.echo(f'warning: {warning}', err=True)
+        projector = projector_for(nets, faces, inputs, cli, group_weights)
     out = prepare_outdir(outdir)
 
     bar = ProgressBar(num_steps, (lambda: float(projector.landmarks.error()[0])) if landmark_weight else None)
@@ -242,8 +398,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     try:
         if save_video:
             writer = image_io.VideoWriter(out / 'proj.mp4', fps=30)
-            target_panel = draw_landmarks(target, target_points, color=(255, 64, 64))
-            callbacks.append(FrameRecorder(writer, look, projector.step_landmarks, target_panel))
+            callbacks.append(FrameRecorder(writer, inputs.look, projector.step_landmarks, projector.target_panel()))
         with timer('optimize'):
             projection = projector.run(settings, callbacks)
         bar.close()
@@ -251,17 +406,47 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
             if writer is not None:
                 writer.close()
                 writer = None
-            write_outputs(out, projection, look, target, target_points)
+            write_outputs(out, projection, projector, save_landmarks)
     finally:
         bar.close()
         if writer is not None:
             writer.discard()
 
     report = make_report(cli, str(target_look), str(target_landmarks), str(outdir), group_weights, dev,
-                         used_precision, nets, settings, projector, projection, timer)
+                         used_precision, nets, settings, projector, projection, timer, inputs)
     image_io.save_json(out / 'report.json', report)
-    click.echo(f'LPIPS to look {projection.lpips_to_look:.4f}, landmark error {projection.landmark_error:.4f}; '
-               f'outputs in {out}', err=True)
+    similarity = ('' if projection.identity_similarity is None
+                  else f', identity similarity {projection.identity_similarity:.3f}')
+    click.echo(f'LPIPS to look {projection.lpips_to_look:.4f}, landmark error {projection.landmark_error:.4f}'
+               f'{similarity}; outputs in {out}', err=True)
+
+
+def check_inputs(look: str, target: str) -> None:
+    """What can be checked of the inputs before the networks load: they exist, and a landmark file parses."""
+    for what, path in (('--target_look', look), ('--target_landmarks', landmark_targets.split_set_name(target)[0])):
+        if not Path(path).is_file():
+            raise UserError(f'{what}: {path} does not exist' if not Path(path).exists()
+                            else f'{what}: {path} is not a file')
+    if landmark_targets.is_landmark_file(target):
+        landmark_targets.read_landmark_points(target)
+
+
+def load_for_projection(cli: dict, dev) -> tuple:
+    """``(Networks, FaceLandmarks)`` for a projection: G (and D, FaceNet when asked), FAN, LPIPS, the detector."""
+    nets = load_networks(cli['network'], dev, fan_weights=cli['fan_weights'], vgg_weights=cli['vgg_weights'],
+                         need_D=cli['d_weight'] > 0, need_identity=cli['need_identity'], id_weights=cli['id_weights'])
+    faces = FaceLandmarks.load(fan=nets.fan, detector=cli['detector'] if cli['align'] else 'none',
+                               detector_weights=cli['detector_weights'], device=dev)
+    return nets, faces
+
+
+def projector_for(nets: Networks, faces: FaceLandmarks, inputs: PreparedInputs, cli: dict, group_weights,
+                  overrides: Optional[dict] = None) -> LandmarkProjector:
+    """The ``LandmarkProjector`` of a command line (and a ``--pairs`` row's ``overrides``)."""
+    o = overrides or {}
+    return LandmarkProjector(nets, inputs.look, inputs.target, o.get('lpips_weight', cli['lpips_weight']),
+                             o.get('landmark_weight', cli['landmark_weight']), o.get('group_weights', group_weights),
+                             cli['d_weight'], cli['id_weight'], faces=faces)
 
 
 def resolve_precision(requested: str, device, announce: bool = True) -> str:
@@ -279,17 +464,20 @@ def announce_precision(used: str, requested: str) -> None:
 
 def make_report(cli: dict, target_look: str, target_landmarks: str, outdir: str, group_weights, dev,
                 used_precision: str, nets: Networks, settings: ProjectionSettings, projector: LandmarkProjector,
-                projection: LandmarkProjection, timer: PhaseTimer) -> dict:
+                projection: LandmarkProjection, timer: PhaseTimer, inputs: Optional[PreparedInputs] = None) -> dict:
     """The content of ``report.json`` (the same for a single run and a ``--pairs`` row)."""
     c = cli
-    return dict(
+    report = dict(
         command='projector',
         settings=dict(network=c['network'], target_look=target_look, target_landmarks=target_landmarks,
                       outdir=outdir, num_steps=settings.num_steps, lpips_weight=projector.lpips_weight,
                       landmark_weight=projector.landmark_weight,
                       landmark_weights=dict(zip(LANDMARK_GROUPS, group_weights)),
                       seed=settings.seed, save_video=c['save_video'], d_loss=c['d_loss'], d_weight=c['d_weight'],
-                      latent=settings.latent, align=c['align'], detector=c['detector'],
+                      id_weight=c['id_weight'], id_weights=c['id_weights'], no_identity=c['no_identity'],
+                      retarget=c['retarget'], retarget_groups=c['retarget_groups'],
+                      landmarks_frame=c['landmarks_frame'], save_landmarks=c['save_landmarks'],
+                      latent=settings.latent, align=c['align'], face_index=c['face_index'], detector=c['detector'],
                       detector_weights=c['detector_weights'], device=str(dev),
                       fan_weights=c['fan_weights'], vgg_weights=c['vgg_weights'], precision=c['precision']),
         precision=used_precision,
@@ -300,6 +488,17 @@ def make_report(cli: dict, target_look: str, target_landmarks: str, outdir: str,
         final_losses=projection.result.losses[0],
         lpips_to_look=projection.lpips_to_look,
         landmark_error=projection.landmark_error,
+    )
+    if projector.target_input is not None:
+        report.update(projector.target_input.report(projection.projection_landmarks))
+    if projection.identity_similarity is not None:
+        report['identity_similarity'] = projection.identity_similarity
+        report['identity_squared_distance'] = float(identity.similarity_to_squared_distance(
+            projection.identity_similarity))
+    if inputs is not None:
+        report.update(inputs.report)
+        report['warnings'] = list(inputs.warnings)
+    report.update(
         loss_first_step=projection.result.history[0]['total'],
         losses_first_step=projection.result.history[0]['losses'][0],
         loss_last_step=projection.result.history[-1]['total'],
@@ -307,6 +506,7 @@ def make_report(cli: dict, target_look: str, target_landmarks: str, outdir: str,
         timings=timer.as_dict(),
         environment=environment(),
     )
+    return report
 
 
 def realism_weight(d_loss: bool, d_weight: Optional[float]) -> float:
@@ -317,18 +517,26 @@ def realism_weight(d_loss: bool, d_weight: Optional[float]) -> float:
     return DEFAULT_D_WEIGHT if d_loss else 0.0
 
 
-def write_outputs(out: Path, projection: LandmarkProjection, look: np.ndarray, target: np.ndarray,
-                  target_points: np.ndarray) -> None:
-    """proj.png, projected_w.npz, target_look.png, target_landmarks.png and summary.png (atomically)."""
+def write_outputs(out: Path, projection: LandmarkProjection, projector: LandmarkProjector,
+                  save_landmarks: bool = True) -> None:
+    """proj.png, projected_w.npz, target_look.png, target_landmarks.png, summary.png and (``save_landmarks``)
+    landmarks.json / target_landmarks_used.json, each written atomically."""
     proj = image_io.to_uint8(projection.result.image[0])
     image_io.save_png(out / 'proj.png', proj)
     # The latent and the noise maps proj.png was rendered with (loaders.load_projection reads both).
     image_io.save_npz(out / 'projected_w.npz', **projection_arrays(projection.result.ws, projection.result.noise))
+    look = projector.look
     image_io.save_png(out / 'target_look.png', look)
-    image_io.save_png(out / 'target_landmarks.png', target)
-    summary = image_io.hstack([look, draw_landmarks(target, target_points, color=(255, 64, 64)),
-                               draw_landmarks(proj, projection.projection_landmarks)])
-    image_io.save_png(out / 'summary.png', summary)
+    target_panel = projector.target_panel()
+    image_io.save_png(out / 'target_landmarks.png', projector.target if projector.target is not None else target_panel)
+    marked = draw_landmarks(proj, projection.projection_landmarks)
+    panels = [look, target_panel, marked]
+    if projection.identity_similarity is not None:
+        panels = [image_io.caption(p, t) for p, t in
+                  zip(panels, ['look', 'target (used)', f'identity {projection.identity_similarity:.3f}'])]
+    image_io.save_png(out / 'summary.png', image_io.hstack(panels))
+    if save_landmarks and projector.target_input is not None:
+        projector.target_input.save(out, projection.projection_landmarks)
 
 
 if __name__ == '__main__':

@@ -175,7 +175,7 @@ def test_e2e_no_temp_files(e2e):
     assert hidden_files(out) == []
     assert sorted(p.name for p in out.iterdir()) == sorted([
         'proj.png', 'proj.mp4', 'projected_w.npz', 'target_look.png', 'target_landmarks.png', 'summary.png',
-        'report.json'])
+        'landmarks.json', 'report.json'])
 
 
 # ----------------------------------------------------------------------------

@@ -1,0 +1,82 @@
+"""examples/retarget.sh and examples/edit_landmarks.py: the --retarget and edit-the-coordinates workflow.
+
+projector.py is faked (a stand-in python that logs its arguments and writes its outputs, as in
+test_examples.py), so the script's logic is tested in seconds; edit_landmarks.py and gallery.py run
+for real.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import landmark_targets
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / 'examples'
+sys.path.insert(0, str(EXAMPLES))
+import edit_landmarks  # noqa: E402
+
+FAKE = '''#!{python}
+"""Fakes projector.py (logs its arguments; writes proj.png, report.json, landmarks.json); runs the rest."""
+import json, os, sys
+from PIL import Image
+sys.path.insert(0, {repo!r})
+if len(sys.argv) > 1 and sys.argv[1].endswith('projector.py'):
+    args = sys.argv[2:]
+    with open({log!r}, 'a') as f:
+        f.write(json.dumps(args) + '\\n')
+    out = [a.split('=', 1)[1] for a in args if a.startswith('--outdir=')][-1]
+    os.makedirs(out, exist_ok=True)
+    for name in ('proj.png', 'target_look.png', 'target_landmarks.png'):
+        Image.new('RGB', (16, 16), (200, 100, 50)).save(os.path.join(out, name))
+    import landmark_targets
+    points = landmark_targets.mean_face(600, 600) + 212
+    landmark_targets.write_landmark_sets(os.path.join(out, 'landmarks.json'), 1024, points, look=points)
+    json.dump(dict(landmark_error=0.25, lpips_to_look=0.5), open(os.path.join(out, 'report.json'), 'w'))
+else:
+    os.execv({python!r}, [{python!r}] + sys.argv[1:])
+'''
+
+
+def test_edit_opens_the_mouth_and_raises_the_brows():
+    points = landmark_targets.mean_face(100, 100)
+    eye = np.linalg.norm(points[45] - points[36])
+    edited = edit_landmarks.edit(points, open_mouth=0.3, raise_brows=0.1)
+    moved = np.flatnonzero(np.abs(edited - points).max(axis=1) > 0)
+    assert set(moved) == set(edit_landmarks.LOWER_LIP + edit_landmarks.CHIN + edit_landmarks.BROWS)
+    np.testing.assert_allclose(edited[edit_landmarks.LOWER_LIP, 1] - points[edit_landmarks.LOWER_LIP, 1], 0.3 * eye)
+    np.testing.assert_allclose(edited[edit_landmarks.BROWS, 1] - points[edit_landmarks.BROWS, 1], -0.1 * eye)
+    np.testing.assert_allclose(edited[:, 0], points[:, 0])
+
+
+def test_retarget_example(tmp_path):
+    log = tmp_path / 'calls.jsonl'
+    fake = tmp_path / 'fake-python'
+    fake.write_text(FAKE.format(python=sys.executable, repo=str(REPO), log=str(log)))
+    fake.chmod(0o755)
+    outdir = tmp_path / 'out'
+    env = dict(PATH='/usr/bin:/bin', HOME=str(tmp_path), PYTHON=str(fake), OUTDIR=str(outdir))
+    command = ['bash', str(EXAMPLES / 'retarget.sh'), '--num-steps=3', '--network=mine.pkl']
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(calls) == 3
+    assert all('--network=mine.pkl' in args and '--num-steps=3' in args for args in calls)
+    laugh = f'--target_landmarks={EXAMPLES / "faces" / "astronaut_laugh.png"}'
+    assert laugh in calls[0] and '--retarget' not in calls[0]
+    assert laugh in calls[1] and '--retarget' in calls[1]
+    assert f'--target_landmarks={outdir / "open_mouth.json"}' in calls[2]
+    # The edited file: run 2's used target with the mouth opened, readable as a target.
+    edited = landmark_targets.read_landmark_file(outdir / 'open_mouth.json', resolution=1024)
+    used = landmark_targets.read_landmark_file(outdir / 'retarget' / 'landmarks.json', resolution=1024)
+    assert (edited[edit_landmarks.LOWER_LIP, 1] > used[edit_landmarks.LOWER_LIP, 1]).all()
+    with Image.open(outdir / 'gallery.png') as img:
+        assert img.size[0] > 4 * 16
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0 and again.stdout.count('complete, skipped') == 3
