@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -106,3 +107,44 @@ def video_info(path: Path):
     """(number of frames, fps, frame shape) of an MP4."""
     frames, fps = read_video_and_fps(path)
     return len(frames), fps, frames[0].shape
+
+
+def memoized_loader(real_loader, calls: Optional[list] = None):
+    """A stand-in for ``load_networks`` that loads each distinct request once per test module
+    (the networks are read-only) and, given ``calls``, records ``(need_identity, id_weights)``
+    of every call."""
+    memo = {}
+
+    def loader(network_pkl, device, **kwargs):
+        if calls is not None:
+            calls.append((kwargs.get('need_identity'), kwargs.get('id_weights')))
+        key = (str(network_pkl), str(device), tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+        if key not in memo:
+            memo[key] = real_loader(network_pkl, device, **kwargs)
+        return memo[key]
+    return loader
+
+
+# A stand-in for python in the examples' tests: fakes projector.py (logs its arguments, writes
+# proj.png, the input PNGs, an empty projected_w.npz, report.json and landmarks.json), runs the rest.
+FAKE_PROJECTOR = '''#!{python}
+"""Fakes projector.py (logs its arguments; writes proj.png, report.json, landmarks.json); runs the rest."""
+import json, os, sys
+from PIL import Image
+sys.path.insert(0, {repo!r})
+if len(sys.argv) > 1 and sys.argv[1].endswith('projector.py'):
+    args = sys.argv[2:]
+    with open({log!r}, 'a') as f:
+        f.write(json.dumps(args) + '\\n')
+    out = [a.split('=', 1)[1] for a in args if a.startswith('--outdir=')][-1]
+    os.makedirs(out, exist_ok=True)
+    for name in ('proj.png', 'target_look.png', 'target_landmarks.png'):
+        Image.new('RGB', (16, 16), (200, 100, 50)).save(os.path.join(out, name))
+    open(os.path.join(out, 'projected_w.npz'), 'wb').close()
+    import landmark_targets
+    points = landmark_targets.mean_face(600, 600) + 212
+    landmark_targets.write_landmark_sets(os.path.join(out, 'landmarks.json'), 1024, points, look=points)
+    json.dump(dict(landmark_error=0.25, lpips_to_look=0.5), open(os.path.join(out, 'report.json'), 'w'))
+else:
+    os.execv({python!r}, [{python!r}] + sys.argv[1:])
+'''

@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli_helpers import FAKE_PROJECTOR
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / 'examples'
 NOTEBOOK = EXAMPLES / 'colab.ipynb'
@@ -174,29 +176,10 @@ def test_example_pairs_csv_names_existing_faces():
 # ----------------------------------------------------------------------------
 # examples/landmark_weights.sh and gallery.py
 
-FAKE_PROJECTOR = '''#!{python}
-"""Stands in for python: fakes projector.py (logs its arguments, writes its outputs), runs the rest."""
-import json, os, sys
-from PIL import Image
-if len(sys.argv) > 1 and sys.argv[1].endswith('projector.py'):
-    args = sys.argv[2:]
-    with open({log!r}, 'a') as f:
-        f.write(json.dumps(args) + '\\n')
-    out = [a.split('=', 1)[1] for a in args if a.startswith('--outdir=')][-1]
-    os.makedirs(out, exist_ok=True)
-    for name in ('proj.png', 'target_look.png', 'target_landmarks.png'):
-        Image.new('RGB', (16, 16), (200, 100, 50)).save(os.path.join(out, name))
-    open(os.path.join(out, 'projected_w.npz'), 'wb').close()
-    json.dump(dict(landmark_error=0.25, lpips_to_look=0.5), open(os.path.join(out, 'report.json'), 'w'))
-else:
-    os.execv({python!r}, [{python!r}] + sys.argv[1:])
-'''
-
-
 def test_landmark_weights_gallery(tmp_path):
     log = tmp_path / 'calls.jsonl'
     fake = tmp_path / 'fake-python'
-    fake.write_text(FAKE_PROJECTOR.format(python=sys.executable, log=str(log)))
+    fake.write_text(FAKE_PROJECTOR.format(python=sys.executable, repo=str(REPO), log=str(log)))
     fake.chmod(0o755)
     outdir = tmp_path / 'gallery out'
     env = dict(quiet_env(tmp_path), PYTHON=str(fake), OUTDIR=str(outdir))

@@ -16,33 +16,12 @@ import numpy as np
 from PIL import Image
 
 import landmark_targets
+from cli_helpers import FAKE_PROJECTOR
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / 'examples'
 sys.path.insert(0, str(EXAMPLES))
 import edit_landmarks  # noqa: E402
-
-FAKE = '''#!{python}
-"""Fakes projector.py (logs its arguments; writes proj.png, report.json, landmarks.json); runs the rest."""
-import json, os, sys
-from PIL import Image
-sys.path.insert(0, {repo!r})
-if len(sys.argv) > 1 and sys.argv[1].endswith('projector.py'):
-    args = sys.argv[2:]
-    with open({log!r}, 'a') as f:
-        f.write(json.dumps(args) + '\\n')
-    out = [a.split('=', 1)[1] for a in args if a.startswith('--outdir=')][-1]
-    os.makedirs(out, exist_ok=True)
-    for name in ('proj.png', 'target_look.png', 'target_landmarks.png'):
-        Image.new('RGB', (16, 16), (200, 100, 50)).save(os.path.join(out, name))
-    import landmark_targets
-    points = landmark_targets.mean_face(600, 600) + 212
-    landmark_targets.write_landmark_sets(os.path.join(out, 'landmarks.json'), 1024, points, look=points)
-    json.dump(dict(landmark_error=0.25, lpips_to_look=0.5), open(os.path.join(out, 'report.json'), 'w'))
-else:
-    os.execv({python!r}, [{python!r}] + sys.argv[1:])
-'''
-
 
 def test_edit_opens_the_mouth_and_raises_the_brows():
     points = landmark_targets.mean_face(100, 100)
@@ -58,7 +37,7 @@ def test_edit_opens_the_mouth_and_raises_the_brows():
 def test_retarget_example(tmp_path):
     log = tmp_path / 'calls.jsonl'
     fake = tmp_path / 'fake-python'
-    fake.write_text(FAKE.format(python=sys.executable, repo=str(REPO), log=str(log)))
+    fake.write_text(FAKE_PROJECTOR.format(python=sys.executable, repo=str(REPO), log=str(log)))
     fake.chmod(0o755)
     outdir = tmp_path / 'out'
     env = dict(PATH='/usr/bin:/bin', HOME=str(tmp_path), PYTHON=str(fake), OUTDIR=str(outdir))

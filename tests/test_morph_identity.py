@@ -17,7 +17,7 @@ from PIL import Image
 import identity
 import image_io
 import morph
-from cli_helpers import assert_nothing_written, assert_one_error_line, invoke, read_json
+from cli_helpers import assert_nothing_written, assert_one_error_line, invoke, memoized_loader, read_json
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -33,15 +33,8 @@ def env(tmp_path_factory):
     """
     hub = tmp_path_factory.mktemp('hub')
     cache = tmp_path_factory.mktemp('dnnlib-cache')
-    real_loader = morph.load_networks
-    memo, loads = {}, []
-
-    def loader(network_pkl, device, **kwargs):
-        loads.append((kwargs.get('need_identity'), kwargs.get('id_weights')))
-        key = (str(network_pkl), str(device), tuple(sorted((k, str(v)) for k, v in kwargs.items())))
-        if key not in memo:
-            memo[key] = real_loader(network_pkl, device, **kwargs)
-        return memo[key]
+    loads = []
+    loader = memoized_loader(morph.load_networks, loads)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(torch.hub, 'get_dir', lambda: str(hub))

@@ -14,7 +14,7 @@ from PIL import Image
 
 import morph
 import precision as precision_mod
-from cli_helpers import assert_nothing_written, assert_one_error_line, invoke, read_json, read_npz
+from cli_helpers import assert_nothing_written, assert_one_error_line, invoke, memoized_loader, read_json, read_npz
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -24,14 +24,7 @@ def env(tmp_path_factory):
     """A private projection cache, an empty hub folder (no FaceNet), ``morph.load_networks`` memoized."""
     hub = tmp_path_factory.mktemp('hub')
     cache = tmp_path_factory.mktemp('dnnlib-cache')
-    real_loader = morph.load_networks
-    memo = {}
-
-    def loader(network_pkl, device, **kwargs):
-        key = (str(network_pkl), str(device), tuple(sorted((k, str(v)) for k, v in kwargs.items())))
-        if key not in memo:
-            memo[key] = real_loader(network_pkl, device, **kwargs)
-        return memo[key]
+    loader = memoized_loader(morph.load_networks)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(torch.hub, 'get_dir', lambda: str(hub))
