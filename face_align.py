@@ -22,15 +22,13 @@ the face fills a fair part of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
 import numpy as np
-import torch
 from PIL import Image
 
-import face_landmarks
-from face_landmarks import FaceChoice, FaceLandmarks, S3FD_URL, point_extent  # noqa: F401 (S3FD_URL)
-from landmark_loss import NUM_LANDMARKS, FaceBox
+from face_landmarks import FaceChoice, FaceLandmarks, point_extent
+from landmark_loss import NUM_LANDMARKS
 
 
 # ----------------------------------------------------------------------------
@@ -285,25 +283,3 @@ def align_sequence(faces, frames, output_size: int, sigma: float = 2.0, progress
                    detector=None, face_index: int = 0, source: str = 'the video') -> list:
     """Every frame of a video, FFHQ-aligned with temporally smoothed quads (``VideoAlignment``), as a list."""
     return list(VideoAlignment(_faces(faces, detector), frames, output_size, sigma, face_index, source, progress))
-
-
-# ----------------------------------------------------------------------------
-# Deprecated names (kept for callers in other modules; use ``face_landmarks.FaceLandmarks``).
-
-def load_detector(weights: Optional[str] = None, device: Union[str, torch.device] = 'cpu'):
-    """Deprecated: ``face_landmarks.load_s3fd``."""
-    return face_landmarks.load_s3fd(weights, device)
-
-
-def detect_landmarks(fan: torch.nn.Module, image: np.ndarray, box: Optional[FaceBox] = None,
-                     refinements: int = 2, detector=None) -> tuple:
-    """Deprecated: ``FaceLandmarks(fan, detector).landmarks(image, box, refinements)`` -> ``(points [68, 2], box)``.
-
-    Without a box or a detector the search starts from the centred square; the box returned is
-    the last one refitted to the landmarks (``refinements`` times).
-    """
-    faces = FaceLandmarks(fan, detector)
-    if box is None:
-        box = faces.find_face(image).box
-    points, box = faces.landmarks(image, box, refinements=refinements)
-    return points, FaceBox.from_landmarks(points, image.shape[1], image.shape[0])

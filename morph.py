@@ -230,13 +230,15 @@ def main(network_pkl, fan_weights, vgg_weights, device, input_a, input_b, method
     """
     timer = PhaseTimer()
     inputs = {}
+    image_infos = {}  # how each image input was read (orientation, colour): for the report
     for what, path in (('--a', input_a), ('--b', input_b)):
         if str(path).lower().endswith('.npz'):
             if not Path(path).is_file():
                 raise UserError(f'{what}: file not found: {path}')
             inputs[what] = (path, None)
         else:
-            inputs[what] = (path, image_io.load_image(path, what))
+            image, info = image_io.read_image(path, what)
+            inputs[what], image_infos[what] = (path, image), info.as_dict()
     check_outdir_writable(outdir)
     dev = pick_device(device)
     used_precision = precision_mod.resolve(precision, dev)  # fp16 on a CPU ends here, before any loading
@@ -273,7 +275,8 @@ def main(network_pkl, fan_weights, vgg_weights, device, input_a, input_b, method
                     weights_key = f'{image_io.file_identity(network_pkl)}|{image_io.file_identity(vgg_weights)}'
                 latents[what], cached = project_image(nets, prepared, num_steps, seed, weights_key, what,
                                                       precision=used_precision)
-                sources[what] = dict(kind='image', path=str(path), cached=cached, num_steps=num_steps)
+                sources[what] = dict(kind='image', path=str(path), cached=cached, num_steps=num_steps,
+                                     image=image_infos[what])
     wp, wc = latents['--a'], latents['--b']
     np_, nc = noises['--a'], noises['--b']
     own_noise = any(s.get('noise_maps') for s in sources.values())

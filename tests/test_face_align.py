@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import face_align
+from face_landmarks import FaceLandmarks
 from landmark_loss import FaceBox, load_fan
 
 
@@ -280,13 +281,13 @@ def test_align_image_sub_pixel_quad(side):
 
 
 # ----------------------------------------------------------------------------
-# detect_landmarks with a random FAN.
+# FaceLandmarks.landmarks with a random FAN on a photo that is not square.
 
-def test_detect_landmarks_on_non_square_image(fan_weights):
+def test_landmarks_on_non_square_image(fan_weights):
     fan = load_fan(fan_weights, 'cpu')
     rng = np.random.RandomState(7)
     image = np.uint8(rng.randint(0, 256, size=(48, 72, 3)))
-    points, box = face_align.detect_landmarks(fan, image, refinements=1)
+    points, box = FaceLandmarks(fan).landmarks(image, refinements=1)
     assert isinstance(points, np.ndarray) and points.shape == (68, 2)
     assert np.isfinite(points).all()
     assert isinstance(box, FaceBox)

@@ -7,7 +7,6 @@ what it "finds" with them is meaningless, so the tests that need faces use stub 
 import numpy as np
 import pytest
 
-import face_align
 import face_landmarks
 from conftest import one_line_message
 from dnnlib.util import UserError
@@ -28,8 +27,6 @@ def test_s3fd_returns_scored_boxes(detector_weights):
     assert [d.area for d in found] == sorted((d.area for d in found), reverse=True)
     for d in found:  # kept: centres on the image
         assert 0 <= (d.x0 + d.x1) / 2 <= 160 and 0 <= (d.y0 + d.y1) / 2 <= 120
-    # The deprecated name returns the same detector kind.
-    assert len(face_align.load_detector(detector_weights)(image)) == len(boxes)
 
 
 def test_detector_missing_and_wrong_files(tmp_path, fan_weights):
@@ -55,7 +52,7 @@ def test_face_landmarks_load(fan_weights, detector_weights):
         FaceLandmarks.load(fan_weights, detector='mtcnn')
 
 
-def test_deprecated_detect_landmarks_starts_from_the_detector_box(fan_weights):
+def test_landmarks_start_from_the_detector_box(fan_weights):
     fan = load_fan(fan_weights)
     image = (np.random.RandomState(1).rand(100, 100, 3) * 255).astype(np.uint8)
     seen = []
@@ -64,14 +61,14 @@ def test_deprecated_detect_landmarks_starts_from_the_detector_box(fan_weights):
         seen.append(img.shape)
         return [(20.0, 30.0, 70.0, 90.0, 0.9)]
 
-    points, box = face_align.detect_landmarks(fan, image, detector=detector, refinements=0)
+    points, box = FaceLandmarks(fan, detector).landmarks(image)
     assert seen == [(100, 100, 3)]
     assert points.shape == (68, 2) and np.isfinite(points).all()
-    assert isinstance(box, FaceBox)
-    # FAN read the detector's box, framed by face_alignment's rule.
-    direct, read_in = FaceLandmarks(fan).landmarks(image, Detection(20, 30, 70, 90).fan_box())
+    # FAN read the detector's box, framed by face_alignment's rule, once.
+    assert box == Detection(20, 30, 70, 90).fan_box()
+    direct, _ = FaceLandmarks(fan).landmarks(image, Detection(20, 30, 70, 90).fan_box())
     np.testing.assert_allclose(points, direct)
     # Without a detector the search starts from the centred square.
-    points_centre, _ = face_align.detect_landmarks(fan, image, refinements=0)
+    points_centre, _ = FaceLandmarks(fan).landmarks(image, refinements=0)
     centre, _ = FaceLandmarks(fan).landmarks(image, FaceBox(50.0, 50.0, 100.0), refinements=0)
     np.testing.assert_allclose(points_centre, centre)

@@ -170,6 +170,7 @@ def test_all_methods_report(full_run, face_images):
         assert source['cached'] is False
         assert source['path'] == path
         assert source['num_steps'] == 5
+        assert source['image']['format'] == 'PNG' and source['image']['orientation'] == 1  # as read (image_io)
     assert report['generator'] == dict(resolution=RES, num_ws=NUM_WS, w_dim=W_DIM)
     assert report['crossover_used'] == {'style': NUM_WS // 2, 'attribute': W_DIM // 2}
     timings = report['timings']

@@ -2,7 +2,7 @@
 
 import pytest
 
-import face_align
+import face_landmarks
 import landmark_loss
 import perceptual
 from conftest import one_line_message
@@ -11,7 +11,7 @@ from dnnlib.util import UserError
 LOADERS = {
     'fan': (lambda: landmark_loss.load_fan(None), landmark_loss.FAN_URL, '--fan-weights'),
     'vgg': (lambda: perceptual.PerceptualLoss(None), perceptual.VGG16_URL, '--vgg-weights'),
-    'detector': (lambda: face_align.load_detector(None), face_align.S3FD_URL, '--detector-weights'),
+    'detector': (lambda: face_landmarks.load_s3fd(None), face_landmarks.S3FD_URL, '--detector-weights'),
 }
 
 
