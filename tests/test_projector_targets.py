@@ -13,9 +13,17 @@ from PIL import Image
 
 import landmark_targets
 import projector
-from cli_helpers import assert_nothing_written, assert_one_error_line, invoke, read_json
+from cli_helpers import assert_nothing_written, assert_one_error_line, invoke, memoized_loader, read_json
 
-pytestmark = pytest.mark.usefixtures('one_thread')
+pytestmark = pytest.mark.usefixtures('one_thread', 'shared_networks')
+
+
+@pytest.fixture(scope='module', autouse=False)
+def shared_networks():
+    """Each distinct set of networks is loaded once for the module (they are read-only)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(projector, 'load_networks', memoized_loader(projector.load_networks))
+        yield
 R = 32
 
 
@@ -37,14 +45,14 @@ def mean_face_file(path, size=R, scale=0.6):
 
 @pytest.fixture(scope='module')
 def json_runs(tiny_pkl, fan_weights, vgg_weights, face_images, tmp_path_factory):
-    """The same seed, 25 steps, towards a .json target: without the heat-map term and with it."""
+    """The same seed, 12 steps, towards a .json target: without the heat-map term and with it."""
     folder = tmp_path_factory.mktemp('json_target')
     target = folder / 'target.json'
     points = mean_face_file(target)
     runs = {}
     for weight in (0.0, 1.0):
         out = folder / f'out_{weight:g}'
-        argv = base(tiny_pkl, fan_weights, vgg_weights, face_images[0], target, out, 25,
+        argv = base(tiny_pkl, fan_weights, vgg_weights, face_images[0], target, out, 12,
                     '--landmark_weight', weight, '--lpips_weight', 0.1)
         code, _, err = invoke(projector.main, argv)
         assert code == 0, err
@@ -176,7 +184,7 @@ def identity_runs(tiny_pkl, fan_weights, vgg_weights, facenet_weights, face_imag
     runs = {}
     for weight in (0, 10):
         out = folder / f'out_{weight}'
-        argv = base(tiny_pkl, fan_weights, vgg_weights, *face_images, out, 15, '--id_weight', weight,
+        argv = base(tiny_pkl, fan_weights, vgg_weights, *face_images, out, 8, '--id_weight', weight,
                     '--id-weights', facenet_weights)
         code, _, err = invoke(projector.main, argv)
         assert code == 0, err
