@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -41,11 +39,12 @@ def _prepare(folder: Path, resolution: int, num_pairs: int) -> dict:
         import legacy
         G = legacy.load_generator(str(pkl), 'cpu')
     else:
+        from benchmarks.official_pickle import save_official_pkl
+        from benchmarks.synthesis_time import ffhq_kwargs
         torch.manual_seed(0)
         G = make_generator('sg2', resolution).eval().requires_grad_(False)
         pkl = folder / f'random-sg2-{resolution}.pkl'
-        with open(pkl, 'wb') as f:
-            pickle.dump(dict(G_ema=G), f)
+        save_official_pkl(pkl, G, ffhq_kwargs(resolution))  # the safe loader reads official pickles only
     images = []
     for i in range(num_pairs + 1):
         z = torch.from_numpy(np.random.RandomState(i).randn(1, G.z_dim)).float()

@@ -38,12 +38,17 @@ TINY_BELOW = 64                       # resolutions below this get the tiny conf
 FFHQ_BATCH = 32                       # the batch the published FFHQ StyleGAN3 networks were trained with
 
 
+def ffhq_kwargs(resolution: int = 1024) -> dict:
+    """The constructor arguments of NVIDIA's ffhq.pkl generator at ``resolution``."""
+    return dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=resolution, img_channels=3,
+                mapping_kwargs=dict(num_layers=8),
+                synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256,
+                                      architecture='skip'))
+
+
 def ffhq_generator(resolution: int = 1024) -> Generator:
     """StyleGAN2 with the architecture of NVIDIA's ffhq.pkl (random weights)."""
-    return Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=resolution, img_channels=3,
-                     mapping_kwargs=dict(num_layers=8),
-                     synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256,
-                                           architecture='skip'))
+    return Generator(**ffhq_kwargs(resolution))
 
 
 def sg3_generator(resolution: int = 1024, config: str = 'T', channel_base: int = 32768, channel_max: int = 512,
