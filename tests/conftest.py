@@ -136,3 +136,13 @@ def facenet_weights(tiny_G, tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp('facenet') / 'facenet-random.pt'
     torch.save(facenet_state(tiny_G), path)
     return str(path)
+
+
+@pytest.fixture(scope='module')
+def shared_projector_networks():
+    """projector.py runs of one test module load each distinct set of networks once (they are read-only)."""
+    import projector
+    from cli_helpers import memoized_loader
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(projector, 'load_networks', memoized_loader(projector.load_networks))
+        yield

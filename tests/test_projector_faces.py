@@ -14,17 +14,9 @@ from PIL import Image
 
 import face_landmarks
 import projector
-from cli_helpers import assert_nothing_written, assert_one_error_line, invoke, memoized_loader, read_json
+from cli_helpers import assert_nothing_written, assert_one_error_line, invoke, read_json
 
-pytestmark = pytest.mark.usefixtures('one_thread', 'shared_networks')
-
-
-@pytest.fixture(scope='module', autouse=False)
-def shared_networks():
-    """Each distinct set of networks is loaded once for the module (they are read-only)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(projector, 'load_networks', memoized_loader(projector.load_networks))
-        yield
+pytestmark = pytest.mark.usefixtures('one_thread', 'shared_projector_networks')
 R = 32
 BOXES = [(10, 10, 70, 70, 0.9), (30, 20, 110, 100, 0.95), (120, 120, 126, 126, 0.99)]  # sides 60, 80, 6
 
