@@ -81,9 +81,8 @@ import contextlib
 import hashlib
 import json
 import shutil
-import sys
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
@@ -108,7 +107,7 @@ from landmark_targets import DEFAULT_RETARGET_GROUPS, DEFAULT_RETARGET_GROUPS_TE
 from loaders import Networks, load_networks
 from objectives import (DEFAULT_D_WEIGHT, DEFAULT_FIDELITY_WEIGHT, DEFAULT_LATENT_DISTANCE, DEFAULT_SMOOTHNESS_WEIGHT,
                         LATENT_DISTANCES, latent_distance, look_and_landmarks, neighbour_distance, realism_term)
-from optimization import ProjectionSettings, noise_buffer_names, project, synthesize, w_stats
+from optimization import ProjectionSettings, project, synthesize, w_stats
 from torch_utils import misc
 
 FRAME_NAME = 'frame_{:05d}'
@@ -959,18 +958,8 @@ def optimize_frame(nets: Networks, anim: AnimationRun, settings: AnimationSettin
             bar.close()
     if first:
         anim.save_noise(result.noise)
-    save_result_frame(anim, index, saved_image(nets.G, result, 0, s.precision), result.ws[:1], result.losses[0],
+    save_result_frame(anim, index, result.image[:1], result.ws[:1], result.losses[0],
                       result.seconds, landmarks, 0)
-
-
-def saved_image(G, result, index: int, precision: str) -> torch.Tensor:
-    """Latent ``index``'s image ``[1, C, R, R]`` as saved in ``frames/``: the optimization's own in
-    fp32; re-rendered in fp32 from the latent and its noise maps otherwise, so that the saved frames,
-    the subframes between them and ``latents.npz`` agree whatever ``--precision`` optimized."""
-    if precision == 'fp32':
-        return result.image[index:index + 1]
-    with torch.no_grad():
-        return synthesize(G, result.ws[index:index + 1], result.noise_of(index) or None)
 
 
 def save_result_frame(anim: AnimationRun, index: int, image: torch.Tensor, ws: torch.Tensor, losses: dict,
@@ -1049,7 +1038,7 @@ def run_joint(nets: Networks, anim: AnimationRun, settings: AnimationSettings, f
                                                            seconds=result.seconds))
     per_frame = result.seconds / num_frames
     for i in range(num_frames):
-        save_result_frame(anim, i, saved_image(G, result, i, s.precision), result.ws[i:i + 1], result.losses[i],
+        save_result_frame(anim, i, result.image[i:i + 1], result.ws[i:i + 1], result.losses[i],
                           per_frame,
                           landmarks, i)
 
