@@ -167,13 +167,19 @@ def resolve_precision(requested: str, device) -> str:
     return used
 
 
-def identity_options(func: Callable) -> Callable:
-    """``--id_weight``, ``--id-weights`` and ``--no-identity``: the identity term and score (identity.py)."""
+def identity_score_options(func: Callable) -> Callable:
+    """``--id-weights`` and ``--no-identity``: the identity score (identity.py), for commands without the term."""
     func = click.option('--no-identity', 'no_identity', is_flag=True, default=False,
                         help='Skip the identity network and score entirely.')(func)
     func = click.option('--id-weights', 'id_weights', default=None, metavar='PATH',
                         help='Local FaceNet (VGGFace2) state dict for offline use; with it, or with the weights '
                              'already cached, the report gives identity_similarity.')(func)
+    return func
+
+
+def identity_options(func: Callable) -> Callable:
+    """``--id_weight`` and the score options: the identity term and score (identity.py)."""
+    func = identity_score_options(func)
     func = click.option('--id_weight', type=float, default=0.0, show_default=True,
                         help='Weight of the identity term 1 - cos(FaceNet(G(w)), FaceNet(anchor)); 0: off.')(func)
     return func

@@ -22,11 +22,12 @@ the face fills a fair part of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 from PIL import Image
 
+import image_io
 from face_landmarks import FaceChoice, FaceLandmarks, point_extent
 from landmark_loss import NUM_LANDMARKS
 
@@ -219,6 +220,19 @@ def align_photo(faces: FaceLandmarks, image: np.ndarray, output_size: int, face_
     size = _face_size(choice, points)
     return AlignedFace(align_image(image, ffhq_quad(points), output_size), points, choice, size,
                        blurry_warning(size, output_size, source))
+
+
+def frame_photo(faces: FaceLandmarks, image: np.ndarray, output_size: int, align: bool, face_index: int = 0,
+                source: str = 'the image') -> Tuple[np.ndarray, Optional[dict], Optional[str]]:
+    """A photo framed the way the commands frame a look: ``(uint8 [S, S, 3], face report or None, warning or None)``.
+
+    ``align``: ``align_photo`` (the ``face_index``-th largest face; no face is a ``UserError``);
+    otherwise a centre crop, Lanczos-resized to ``output_size``.
+    """
+    if not align:
+        return image_io.centre_crop_resize(image, output_size), None, None
+    aligned = align_photo(faces, image, output_size, face_index, source)
+    return aligned.image, aligned.report(), aligned.warning
 
 
 def align_face(faces, image: np.ndarray, output_size: int, detector=None, face_index: int = 0,

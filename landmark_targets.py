@@ -521,6 +521,14 @@ def parse_retarget_groups(text: Union[str, Sequence[str]], what: str = '--retarg
     return tuple(g for g in LANDMARK_GROUPS if g in chosen)
 
 
+def retarget_groups_option(retarget: bool, text: Optional[str]) -> Tuple[str, ...]:
+    """``--retarget-groups`` as the commands take it: the groups (``DEFAULT_RETARGET_GROUPS`` when
+    not given); giving it without ``--retarget`` is a ``UserError``."""
+    if text is not None and not retarget:
+        raise UserError('--retarget-groups only applies with --retarget')
+    return parse_retarget_groups(DEFAULT_RETARGET_GROUPS_TEXT if text is None else text)
+
+
 def group_indices(groups: Union[str, Sequence[str]]) -> np.ndarray:
     """The point indices (ascending) of the named landmark groups."""
     idx = [i for g in parse_retarget_groups(groups) for i in range(LANDMARK_GROUPS[g][0], LANDMARK_GROUPS[g][1] + 1)]

@@ -40,8 +40,8 @@ import identity
 import image_io
 import mixing
 import precision as precision_mod
-from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, environment, network_options, pick_device,
-                        precision_option, prepare_outdir, run)
+from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, environment, identity_score_options,
+                        network_options, pick_device, precision_option, prepare_outdir, run)
 from dnnlib.util import UserError
 from loaders import Networks, load_networks, load_projection
 from objectives import look_and_landmarks
@@ -175,16 +175,6 @@ class BlendIdentity:
                     box=asdict(self.box), a_to_b=float(identity.cosine(self.a[None], self.b[None])[0]),
                     blend=dict(method=chosen[0], degree=float(chosen[1]), to_a=to_a, to_b=to_b),
                     equal_similarity_degree=equal, blends=blends)
-
-
-def identity_score_options(func):
-    """``--id-weights`` and ``--no-identity``: morph has no identity term, only the score."""
-    func = click.option('--no-identity', 'no_identity', is_flag=True, default=False,
-                        help='Skip the identity network and score entirely.')(func)
-    func = click.option('--id-weights', 'id_weights', default=None, metavar='PATH',
-                        help='Local FaceNet (VGGFace2) state dict; with it, or with the official weights already '
-                             'cached, report.json gives each blend\'s identity similarity to --a and --b.')(func)
-    return func
 
 
 EXAMPLES = """

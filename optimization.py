@@ -428,10 +428,8 @@ def project(G, objective: Objective, settings: ProjectionSettings = ProjectionSe
         """Image of latents ``lo:hi`` and their terms ``{name: [b]}`` (noise_reg included)."""
         maps = chunk_noise(lo, hi)
         with autocast(precision):
-            if transforms is None:
-                image = synthesize(G, ws_synth, maps, precision)
-            else:
-                image = synthesize(G, ws_synth, maps, precision, transforms=transforms[lo:hi])
+            image = synthesize(G, ws_synth, maps, precision,
+                               transforms=None if transforms is None else transforms[lo:hi])
             ws_clean = to_ws(w_opt[lo:hi])
             if batched_objective:
                 raw = objective(image, ws_clean, torch.arange(lo, hi, device=device))

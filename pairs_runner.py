@@ -166,7 +166,6 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
             nets, faces = projector.load_for_projection(cli, dev)
         projector.announce_precision(used_precision, cli['precision'])
         resolution = nets.G.img_resolution
-        groups = cli['retarget_groups'] if cli['retarget'] else None
 
         def settings_for(row):
             return ProjectionSettings(num_steps=cli['num_steps'], latent=cli['latent'],
@@ -178,7 +177,7 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
             with timer('prepare_targets'):
                 inputs = projector.prepare_inputs(faces, str(row.look), str(row.landmarks), resolution,
                                                   align=cli['align'], face_index=cli['face_index'],
-                                                  frame=cli['landmarks_frame'], retarget_groups=groups)
+                                                  frame=cli['landmarks_frame'], retarget_groups=cli['retarget_groups'])
                 for warning in inputs.warnings:
                     click.echo(f'warning: {row.name}: {warning}', err=True)
                 proj = projector.projector_for(nets, faces, inputs, cli, group_weights, row.overrides)

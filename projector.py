@@ -31,10 +31,11 @@ from cli_common import (ZERO_ONE, PhaseTimer, ProgressBar, check_outdir_writable
                         prepare_outdir, run)
 import cli_common
 from dnnlib.util import UserError
+from face_align import frame_photo
 from face_landmarks import FaceLandmarks
-from landmark_loss import (DEFAULT_GROUP_WEIGHTS, DEFAULT_GROUP_WEIGHTS_TEXT, LANDMARK_GROUPS, FaceBox,
-                           LandmarkLoss, draw_landmarks, parse_group_weights)
-from target_input import LandmarkTarget, load_target
+from landmark_loss import (DEFAULT_GROUP_WEIGHTS, DEFAULT_GROUP_WEIGHTS_TEXT, LANDMARK_GROUPS, LandmarkLoss,
+                           draw_landmarks, parse_group_weights)
+from target_input import LandmarkTarget, framed_landmarks, load_target
 from loaders import Networks, load_networks, projection_arrays
 from objectives import DEFAULT_D_WEIGHT, look_and_landmarks, per_latent, realism_term
 from optimization import ProjectionResult, ProjectionSettings, StepInfo, project
@@ -108,8 +109,7 @@ class LandmarkProjector:
         self.identity = None
         if nets.facenet is not None:
             look_points = (self.target_input.look_points if self.target_input is not None
-                           and self.target_input.look_points is not None
-                           else faces.landmarks(look, FaceBox.full(R), refinements=2)[0])
+                           and self.target_input.look_points is not None else framed_landmarks(faces, look))
             self.identity = identity.IdentityLoss(nets.facenet, self.look_tensor, identity.identity_box(look_points, R))
         self.objective = look_and_landmarks(self.look_distance, self.landmarks, lpips_weight, landmark_weight,
                                             extra=self._extra_terms if (d_weight or id_weight) else None)
@@ -189,27 +189,14 @@ class PreparedInputs:
     warnings: List[str]
 
 
-def fit_photo(faces: FaceLandmarks, image: np.ndarray, resolution: int, align: bool, face_index: int,
-              source: str):
-    """``uint8 [H, W, 3]`` -> ``(uint8 [R, R, 3], face report or None, warning or None)``.
-
-    ``align``: FFHQ alignment of the ``face_index``-th largest face (``face_align.align_photo``;
-    no face is a ``UserError``); otherwise a centre crop.
-    """
-    if not align:
-        return prepare_image(image, resolution), None, None
-    from face_align import align_photo
-    aligned = align_photo(faces, image, resolution, face_index, source)
-    return aligned.image, aligned.report(), aligned.warning
-
-
 def prepare_inputs(faces: FaceLandmarks, look_path: str, target_path: str, resolution: int, *, align: bool = False,
                    face_index: int = 0, frame: Optional[str] = None,
                    retarget_groups: Optional[Sequence[str]] = None) -> PreparedInputs:
     """Read ``--target_look`` and ``--target_landmarks`` the way every projection does.
 
     Images go through ``image_io.read_image`` (EXIF orientation applied, colour converted to
-    sRGB, huge images reduced early); with ``align`` both photos are FFHQ-aligned. A landmark
+    sRGB, huge images reduced early); with ``align`` both photos are FFHQ-aligned
+    (``face_align.frame_photo``). A landmark
     file's points are taken as pixels of the generator's frame (``frame``: ``--landmarks-frame``).
     Every problem with an input is a one-line ``UserError``.
     """
@@ -219,7 +206,7 @@ def prepare_inputs(faces: FaceLandmarks, look_path: str, target_path: str, resol
     min_side = resolution * (ALIGN_HEADROOM if align else 1)
     look_raw, info = image_io.read_image(look_path, '--target_look', min_side=min_side)
     report['look_image'] = info.as_dict()
-    look, face, warning = fit_photo(faces, look_raw, resolution, align, face_index, str(look_path))
+    look, face, warning = frame_photo(faces, look_raw, resolution, align, face_index, str(look_path))
     del look_raw
     if face is not None:
         report['look_face'] = face
@@ -228,7 +215,7 @@ def prepare_inputs(faces: FaceLandmarks, look_path: str, target_path: str, resol
     if not landmark_targets.is_landmark_file(target_path):
         raw, info = image_io.read_image(target_path, '--target_landmarks', min_side=min_side)
         report['target_image'] = info.as_dict()
-        target_image, face, warning = fit_photo(faces, raw, resolution, align, face_index, str(target_path))
+        target_image, face, warning = frame_photo(faces, raw, resolution, align, face_index, str(target_path))
         if face is not None:
             report['target_face'] = face
         warnings += [warning] if warning else []
@@ -295,10 +282,9 @@ Landmark groups for --landmark_weights, in order: """ + ', '.join(LANDMARK_GROUP
 @click.option('--retarget', is_flag=True, default=False,
               help='Keep the look\'s face shape: align the target\'s points to the look\'s and take only '
                    '--retarget-groups from them.')
-@click.option('--retarget-groups', 'retarget_groups', default=landmark_targets.DEFAULT_RETARGET_GROUPS_TEXT,
-              show_default=True, metavar='GROUPS',
+@click.option('--retarget-groups', 'retarget_groups', default=None, metavar='GROUPS',
               help='With --retarget: the groups taken from the target (names as for --landmark_weights, or '
-                   'eyebrows, eyes, nose, lips, all).')
+                   'eyebrows, eyes, nose, lips, all) [default: ' + landmark_targets.DEFAULT_RETARGET_GROUPS_TEXT + '].')
 @click.option('--save_landmarks/--no-save_landmarks', 'save_landmarks', default=True, show_default=True,
               help='Write landmarks.json (look, target, used target and projection points; readable as '
                    '--target_landmarks).')
@@ -352,7 +338,8 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     d_weight = realism_weight(d_loss, d_weight)
     group_weights = parse_group_weights(landmark_weights)
     need_identity = identity.identity_requested(id_weight, id_weights, no_identity)
-    groups = landmark_targets.parse_retarget_groups(retarget_groups) if retarget else None
+    groups = landmark_targets.retarget_groups_option(retarget, retarget_groups)  # checked even without --retarget
+    groups = groups if retarget else None
     landmark_targets.parse_frame(landmarks_frame)
     cli = dict(network=network_pkl, num_steps=num_steps, lpips_weight=lpips_weight, landmark_weight=landmark_weight,
                landmark_weights=landmark_weights, seed=seed, save_video=save_video, d_loss=d_loss, d_weight=d_weight,

@@ -103,7 +103,8 @@ from face_landmarks import FaceLandmarks
 import landmark_targets
 from landmark_loss import (DEFAULT_GROUP_WEIGHTS, DEFAULT_GROUP_WEIGHTS_TEXT, LANDMARK_GROUPS, FaceBox, LandmarkLoss,
                            draw_landmarks, landmark_error, parse_group_weights)
-from landmark_targets import DEFAULT_RETARGET_GROUPS, DEFAULT_RETARGET_GROUPS_TEXT, parse_retarget_groups
+from landmark_targets import (DEFAULT_RETARGET_GROUPS, DEFAULT_RETARGET_GROUPS_TEXT, parse_retarget_groups,
+                              retarget_groups_option)
 from loaders import Networks, load_networks
 from objectives import (DEFAULT_D_WEIGHT, DEFAULT_FIDELITY_WEIGHT, DEFAULT_LATENT_DISTANCE, DEFAULT_SMOOTHNESS_WEIGHT,
                         LATENT_DISTANCES, latent_distance, look_and_landmarks, neighbour_distance, realism_term)
@@ -208,13 +209,6 @@ def default_latent_weights(distance: str, mode: str):
     smoothness = DEFAULT_SMOOTHNESS_WEIGHT if distance == 'charbonnier' else L2_DEFAULT_WEIGHT
     fidelity = DEFAULT_FIDELITY_WEIGHT if mode == 'identity' else smoothness
     return smoothness, fidelity
-
-
-def retarget_groups_option(retarget: bool, text: Optional[str]) -> tuple:
-    """``--retarget-groups`` (checked; default ``DEFAULT_RETARGET_GROUPS``); an error without ``--retarget``."""
-    if text is not None and not retarget:
-        raise UserError('--retarget-groups only applies with --retarget')
-    return parse_retarget_groups(DEFAULT_RETARGET_GROUPS_TEXT if text is None else text)
 
 
 def realism_weight(d_loss: bool, d_weight: Optional[float]) -> float:
@@ -782,18 +776,12 @@ def animate(nets: Networks, driving, settings: AnimationSettings = AnimationSett
 
         # Faces first: a photo without a face ends here, before anything is written.
         with timer('align'):
-            look_face = None
+            look_img = look_face = None
             if look is not None:
-                if align:
-                    from face_align import align_photo
-                    aligned = align_photo(faces, look, resolution, face_index, look_source)
-                    look_img, look_face = aligned.image, aligned.report()
-                    if aligned.warning:
-                        log(f'warning: {aligned.warning}')
-                else:
-                    look_img = image_io.centre_crop_resize(look, resolution)
-            else:
-                look_img = None
+                from face_align import frame_photo
+                look_img, look_face, warning = frame_photo(faces, look, resolution, align, face_index, look_source)
+                if warning:
+                    log(f'warning: {warning}')
             reuse = anim.check(resume)
             alignment = None
             if not (reuse and anim.num_driving() is not None) and align:

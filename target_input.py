@@ -88,26 +88,23 @@ class LandmarkTarget:
             landmark_targets.write_landmark_file(out / 'target_landmarks_used.json', self.used, self.resolution)
 
 
+def framed_landmarks(faces: FaceLandmarks, image: np.ndarray, source: str = 'the image') -> np.ndarray:
+    """FAN's ``[68, 2]`` points on an image already framed at ``R x R`` (centre-cropped or FFHQ-aligned):
+    read from the whole square and refitted twice, without running a face detector again."""
+    return faces.landmarks(image, FaceBox.full(int(image.shape[0])), refinements=2, source=source)[0]
+
+
 def load_target(path: str, faces: FaceLandmarks, look: np.ndarray, resolution: int,
                 frame: Optional[str] = None, retarget_groups: Optional[Sequence[str]] = None,
-                what: str = '--target_landmarks', image: Optional[np.ndarray] = None,
-                look_points: Optional[np.ndarray] = None) -> LandmarkTarget:
+                what: str = '--target_landmarks', image: Optional[np.ndarray] = None) -> LandmarkTarget:
     """Read ``--target_landmarks`` (image or landmark file) for a look ``uint8 [R, R, 3]``.
 
     ``frame``: ``--landmarks-frame W,H`` for files that name no frame. ``retarget_groups``: the
     groups to take from the target (``--retarget``); None keeps the target as it is. ``image``:
     the target image already prepared at ``R x R`` (e.g. FFHQ-aligned); default: read ``path``
-    and centre-crop it. ``look_points``: FAN's points on the look when already at hand. Problems
-    with the file are one-line ``UserError``s.
+    and centre-crop it. Problems with the file are one-line ``UserError``s.
     """
-    # The look and an image target are already framed at R x R (centre-cropped or FFHQ-aligned):
-    # FAN reads them from the centred square, without running a face detector again.
-    def framed(image, source):
-        return faces.landmarks(image, FaceBox.full(resolution),
-                               refinements=2, source=source)[0]
-
-    if look_points is None:
-        look_points = framed(look, '--target_look')
+    look_points = framed_landmarks(faces, look, '--target_look')
     if landmark_targets.is_landmark_file(path):
         points = landmark_targets.read_landmark_file(path, frame, resolution=resolution)
         image, kind = None, 'points'
@@ -115,7 +112,7 @@ def load_target(path: str, faces: FaceLandmarks, look: np.ndarray, resolution: i
         if image is None:
             image = image_io.centre_crop_resize(image_io.load_image(path, what), resolution)
         misc.assert_shape(image, [resolution, resolution, 3])
-        points = framed(image, path)
+        points = framed_landmarks(faces, image, path)
         kind = 'image'
     used = np.asarray(points, dtype=np.float64)
     groups = None

@@ -134,7 +134,8 @@ def test_malformed_landmark_file(case, tiny_pkl, fan_weights, vgg_weights, face_
 
 
 @pytest.mark.parametrize('extra, needle', [(['--landmarks-frame', '64'], '--landmarks-frame'),
-                                           (['--retarget', '--retarget-groups', 'ears'], '--retarget-groups')])
+                                           (['--retarget', '--retarget-groups', 'ears'], '--retarget-groups'),
+                                           (['--retarget-groups', 'eyes'], '--retarget')])
 def test_bad_target_options(extra, needle, tiny_pkl, fan_weights, vgg_weights, face_images, tmp_path):
     out = tmp_path / 'out'
     code, _, err = invoke(projector.main, base(tiny_pkl, fan_weights, vgg_weights, *face_images, out, 1, *extra))
