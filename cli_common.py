@@ -151,20 +151,18 @@ def network_options(func: Callable) -> Callable:
 
 
 def precision_option(func: Callable) -> Callable:
-    """``--precision auto|fp32|bf16|fp16`` (see ``precision.py``); resolve it with ``resolve_precision``."""
+    """``--precision auto|fp32|bf16|fp16`` (see ``precision.py``); resolve it with ``precision.resolve`` and say it with
+    ``announce_precision``."""
     return click.option('--precision', type=click.Choice(['auto', 'fp32', 'bf16', 'fp16']), default='auto',
                         show_default=True,
                         help='Arithmetic of the frozen networks: auto = fp16 mixed precision on CUDA, bf16 on a '
                              'CPU with bfloat16 units, else fp32. Latents and Adam stay fp32.')(func)
 
 
-def resolve_precision(requested: str, device) -> str:
-    """The concrete precision for ``--precision`` on ``device``, said on stderr (the run's first lines)."""
+def announce_precision(used: str, requested: str, device) -> None:
+    """Say the precision of a run on stderr (``precision.announcement``: a warning line where bf16 is slow)."""
     import precision
-    used = precision.resolve(requested, device)
-    how = f' (from --precision {requested})' if requested == 'auto' else ''
-    click.echo(f'Precision: {used}{how}.', err=True)
-    return used
+    click.echo(precision.announcement(used, requested, device), err=True)
 
 
 def identity_score_options(func: Callable) -> Callable:

@@ -40,8 +40,8 @@ import identity
 import image_io
 import mixing
 import precision as precision_mod
-from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, environment, identity_score_options,
-                        network_options, pick_device, precision_option, prepare_outdir, run)
+from cli_common import (PhaseTimer, ProgressBar, announce_precision, check_outdir_writable, environment,
+                        identity_score_options, network_options, pick_device, precision_option, prepare_outdir, run)
 from dnnlib.util import UserError
 from loaders import Networks, load_networks, load_projection
 from objectives import look_and_landmarks
@@ -254,8 +254,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, input_a, input_b, method
             if image is None:
                 latents[what], noises[what], noise_saved = read_latent_file(path, G, what)
                 sources[what] = dict(kind='latent', path=str(path), noise_maps=noise_saved)
-        how = f' (from --precision {precision})' if precision == 'auto' else ''
-        click.echo(f'Precision: {used_precision}{how}.', err=True)
+        announce_precision(used_precision, precision, dev)
         weights_key = None  # the networks a projection depends on, by content (hashed once, when needed)
         for what, (path, image) in inputs.items():
             if image is not None:

@@ -136,6 +136,8 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
     """``projector.py --pairs``: exit status 1 when any row failed (0 otherwise)."""
     import click
 
+    import cli_common
+    import precision as precision_mod
     import projector
     from cli_common import PhaseTimer, check_weights, pick_device, prepare_outdir
     from landmark_loss import parse_group_weights
@@ -157,14 +159,14 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
     ctx, dist_device = distributed.setup(device)
     try:
         dev = dist_device if dist_device is not None else pick_device(device)
-        used_precision = projector.resolve_precision(cli['precision'], dev, announce=False)
+        used_precision = precision_mod.resolve(cli['precision'], dev)
         if ctx.distributed:
             click.echo(f'Rank {ctx.rank} of {ctx.world_size} ({ctx.backend}) on {dev}: '
                        f'{len(pairs.shard(rows, ctx.rank, ctx.world_size))} of {len(rows)} rows.', err=True)
         load_timer = PhaseTimer()
         with load_timer('load_networks'):
             nets, faces = projector.load_for_projection(cli, dev)
-        projector.announce_precision(used_precision, cli['precision'])
+        cli_common.announce_precision(used_precision, cli['precision'], dev)
         resolution = nets.G.img_resolution
 
         def settings_for(row):

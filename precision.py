@@ -12,6 +12,10 @@ the three concrete precisions for a device:
 * ``fp32``: everything in float32, and synthesis is called with ``force_fp32=True`` (the
   original forced fp32 in every synthesis call).
 
+``bf16`` on a CPU without native bfloat16 kernels (no AVX-512 or AMX: ``cpu_supports_bf16`` is
+False) still runs, but its convolutions fall back to a reference path many times slower than
+fp32 (``benchmarks/step_time.py`` measures it); ``announcement`` then adds a warning line.
+
 Whatever the precision, the latent, Adam's state, the noise maps, the loss sums and the
 schedule stay float32: only the forward passes of the frozen networks are reduced.
 """
@@ -19,7 +23,7 @@ schedule stay float32: only the forward passes of the frozen networks are reduce
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager, Union
+from typing import ContextManager, Optional, Union
 
 import torch
 
@@ -67,6 +71,24 @@ def autocast(precision: str, device: Union[str, torch.device]) -> ContextManager
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == 'bf16' else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def slow_bf16_warning(used: str, device: Union[str, torch.device]) -> Optional[str]:
+    """The warning for ``bf16`` on a CPU without native bfloat16 kernels, else None."""
+    if used != 'bf16' or torch.device(device).type != 'cpu' or cpu_supports_bf16():
+        return None
+    return ('this CPU has no native bfloat16 kernels (AVX-512 or AMX), so bf16 convolutions run on a '
+            'slow reference path, far slower than fp32; --precision auto chooses fp32 here')
+
+
+def announcement(used: str, requested: str, device: Union[str, torch.device]) -> str:
+    """What a command says of its precision: ``Precision: bf16 (from --precision auto).``
+
+    On a CPU where ``bf16`` is slow (``slow_bf16_warning``), a second line ``warning: ...`` follows.
+    """
+    text = f'Precision: {used}' + (f' (from --precision {requested}).' if requested == 'auto' else '.')
+    warning = slow_bf16_warning(used, device)
+    return text + (f'\nwarning: {warning}' if warning else '')
 
 
 def synthesis_kwargs(precision: str) -> dict:

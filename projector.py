@@ -26,6 +26,7 @@ import torch
 import image_io
 import identity
 import landmark_targets
+import precision as precision_mod
 from cli_common import (ZERO_ONE, PhaseTimer, ProgressBar, check_outdir_writable, check_weights, detector_options,
                         environment, identity_options, network_options, pick_device, precision_option,
                         prepare_outdir, run)
@@ -364,7 +365,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     check_inputs(target_look, target_landmarks)
     check_outdir_writable(outdir)
     dev = pick_device(device)
-    used_precision = resolve_precision(precision, dev, announce=False)
+    used_precision = precision_mod.resolve(precision, dev)
     settings = ProjectionSettings(num_steps=num_steps, latent=latent, seed=seed, precision=used_precision)
 
     with timer('load_networks'):
@@ -373,7 +374,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
         inputs = prepare_inputs(faces, target_look, target_landmarks, nets.G.img_resolution, align=align,
                                 face_index=face_index, frame=landmarks_frame, retarget_groups=groups)
         # Said once the inputs are read, so that a bad file (network or image) stays a one-line error.
-        announce_precision(used_precision, precision)
+        cli_common.announce_precision(used_precision, precision, dev)
         for warning in inputs.warnings:
             click.echo(f'warning: {warning}', err=True)
         projector = projector_for(nets, faces, inputs, cli, group_weights)
@@ -436,17 +437,6 @@ def projector_for(nets: Networks, faces: FaceLandmarks, inputs: PreparedInputs, 
                              cli['d_weight'], cli['id_weight'], faces=faces)
 
 
-def resolve_precision(requested: str, device, announce: bool = True) -> str:
-    """``cli_common.resolve_precision``, optionally without saying it yet (``announce_precision``)."""
-    if announce:
-        return cli_common.resolve_precision(requested, device)
-    import precision as precision_mod
-    return precision_mod.resolve(requested, device)
-
-
-def announce_precision(used: str, requested: str) -> None:
-    how = f' (from --precision {requested})' if requested == 'auto' else ''
-    click.echo(f'Precision: {used}{how}.', err=True)
 
 
 def make_report(cli: dict, target_look: str, target_landmarks: str, outdir: str, group_weights, dev,

@@ -1231,7 +1231,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     # conflict, a look without a face), so that an error stays one line.
     used_precision = precision_mod.resolve(precision, dev)
     settings = replace(settings, precision=used_precision)
-    precision_note = f'Precision: {used_precision}' + (' (from --precision auto).' if precision == 'auto' else '.')
+    precision_note = precision_mod.announcement(used_precision, precision, dev)
 
     with timer('load_networks'):
         nets = load_networks(network_pkl, dev, fan_weights=fan_weights, vgg_weights=vgg_weights,

@@ -60,6 +60,20 @@ def _peak_mib(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_description() -> dict:
+    """``{'cpu': model name, 'cpu_bf16': native bfloat16 kernels?}``: bf16 figures mean little without it."""
+    import platform
+
+    import precision as precision_mod
+    name = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            name = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), name)
+    except OSError:
+        pass
+    return dict(cpu=name, cpu_bf16=precision_mod.cpu_supports_bf16())
+
+
 def fan_hourglasses(resolution: int) -> int:
     """FAN modules used at ``resolution``: 4 (2DFAN-4), 1 for the tiny smoke-test sizes."""
     from benchmarks.synthesis_time import TINY_BELOW
@@ -113,7 +127,7 @@ def measure(part: str, resolution: int, device_name: str, repeats: int, weights:
         from perceptual import PerceptualLoss
         perceptual = PerceptualLoss(weights['vgg'], device)
     row = dict(resolution=resolution, part=part, precision=precision, batch_size=B, arch=arch,
-               device=device_name, threads=torch.get_num_threads())
+               device=device_name, threads=torch.get_num_threads(), **cpu_description())
 
     if part == 'step':
         # The time between consecutive step callbacks of one run, best of ``repeats``.
@@ -262,7 +276,9 @@ def main() -> None:
     def emit_header():
         if args.json:
             return
-        print(f'device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}'
+        cpu = cpu_description()
+        print(f'device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}, CPU {cpu["cpu"]} '
+              f'({"with" if cpu["cpu_bf16"] else "without"} native bfloat16 kernels)'
               + (', in one process' if args.in_process else ''))
         for line in skipped:
             print(f'skipped precision {line}')

@@ -5,6 +5,7 @@ Nothing here downloads anything: FAN and VGG16 get random weights, saved to temp
 and passed with --fan-weights / --vgg-weights exactly as an offline user would.
 """
 
+import os
 import urllib.error
 from pathlib import Path
 
@@ -14,6 +15,21 @@ import torch
 
 DATA = Path(__file__).parent / 'data'
 TINY_PKL = DATA / 'tiny-skip.pkl'
+
+
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist (``-n``), torch in each worker, and every command a test starts, gets its share
+    of the cores: without it each of N workers would run as many threads as there are cores."""
+    workers = os.environ.get('PYTEST_XDIST_WORKER_COUNT')
+    if not workers:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    threads = max(1, cores // int(workers))
+    torch.set_num_threads(threads)
+    os.environ['OMP_NUM_THREADS'] = str(threads)
+
+
+_share_the_cores_between_workers()
 
 
 @pytest.fixture(scope='module')

@@ -41,3 +41,15 @@ def test_autocast_contexts():
         assert (a @ b).dtype == torch.float32
     with precision.autocast('bf16', 'cpu'):
         assert (a @ b).dtype == torch.bfloat16
+
+
+def test_announcement_warns_of_bf16_on_a_cpu_without_bf16_kernels(monkeypatch):
+    monkeypatch.setattr(precision, 'cpu_supports_bf16', lambda: False)
+    text = precision.announcement('bf16', 'bf16', 'cpu')
+    first, second = text.split('\n')
+    assert first == 'Precision: bf16.'
+    assert second.startswith('warning: ') and 'slow' in second and 'fp32' in second
+    assert precision.announcement('fp32', 'auto', 'cpu') == 'Precision: fp32 (from --precision auto).'
+    assert precision.slow_bf16_warning('bf16', 'cuda') is None
+    monkeypatch.setattr(precision, 'cpu_supports_bf16', lambda: True)
+    assert precision.announcement('bf16', 'auto', 'cpu') == 'Precision: bf16 (from --precision auto).'
