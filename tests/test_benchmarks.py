@@ -1,0 +1,32 @@
+"""``benchmarks/step_time.py`` runs and prints the fields the README's speed table is read from."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_step_time_json_lines_name_the_cpu():
+    cmd = [sys.executable, str(ROOT / 'benchmarks' / 'step_time.py'), '--resolutions', '32', '--parts', 'generator',
+           '--precision', 'fp32', '--device', 'cpu', '--repeats', '1', '--in-process', '--json']
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{')]
+    assert len(lines) == 1
+    row = lines[0]
+    assert (row['resolution'], row['part'], row['precision'], row['batch_size']) == (32, 'generator', 'fp32', 1)
+    assert row['seconds'] > 0 and row['peak_mib'] > 0
+    assert isinstance(row['cpu'], str) and row['cpu'] and isinstance(row['cpu_bf16'], bool)
+
+
+def test_conv_time_says_whether_bf16_is_native():
+    cmd = [sys.executable, str(ROOT / 'benchmarks' / 'conv_time.py'), '--channels', '4', '--size', '8', '--repeats', '1']
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first, fp32, bf16 = proc.stdout.splitlines()
+    assert 'native bfloat16 kernels: ' in first
+    assert fp32.startswith('fp32: ') and bf16.startswith('bf16: ')
