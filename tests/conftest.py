@@ -162,3 +162,4 @@ def shared_projector_networks():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(projector, 'load_networks', memoized_loader(projector.load_networks))
         yield
+

@@ -40,6 +40,13 @@ def test_report_records_precision_and_network(runs):
         assert report['network']['resolution'] == 32
 
 
+def test_bf16_warns_only_where_this_cpu_has_no_native_bfloat16(runs):
+    import precision as precision_mod
+    warned = 'warning: this CPU has no native bfloat16 kernels' in runs['bf16'][1]
+    assert warned == (not precision_mod.cpu_supports_bf16())
+    assert 'bfloat16' not in runs['fp32'][1]
+
+
 @pytest.mark.parametrize('key', ['lpips_to_look', 'landmark_error'])
 def test_bf16_within_five_percent_of_fp32(runs, key):
     fp32, bf16 = runs['fp32'][0][key], runs['bf16'][0][key]
