@@ -14,7 +14,7 @@ the three concrete precisions for a device:
 
 ``bf16`` on a CPU without native bfloat16 kernels (no AVX-512 or AMX: ``cpu_supports_bf16`` is
 False) still runs, but its convolutions fall back to a reference path many times slower than
-fp32 (``benchmarks/step_time.py`` measures it); ``announcement`` then adds a warning line.
+fp32 (``benchmarks/conv_time.py`` measures it); ``announcement`` then adds a warning line.
 
 Whatever the precision, the latent, Adam's state, the noise maps, the loss sums and the
 schedule stay float32: only the forward passes of the frozen networks are reduced.

@@ -62,6 +62,8 @@ def test_report_and_first_lines_say_the_precision(runs):
         assert report['ppl']['precision'] == 'fp32'
         lines = [line for line in run['err'].splitlines() if line.strip()]
         assert lines[0] == f'Precision: {used}.', lines[:3]
+        slow = used == 'bf16' and not precision_mod.cpu_supports_bf16()
+        assert lines[1].startswith('warning: this CPU has no native bfloat16') == slow, lines[:3]
 
 
 def test_bf16_projection_is_not_served_from_the_fp32_cache(runs):
