@@ -472,9 +472,11 @@ def make_report(cli: dict, target_look: str, target_landmarks: str, outdir: str,
         report['identity_similarity'] = projection.identity_similarity
         report['identity_squared_distance'] = float(identity.similarity_to_squared_distance(
             projection.identity_similarity))
+    warnings = [] if inputs is None else list(inputs.warnings)
     if inputs is not None:
         report.update(inputs.report)
-        report['warnings'] = list(inputs.warnings)
+    slow = precision_mod.slow_bf16_warning(used_precision, dev)
+    report['warnings'] = warnings + ([slow] if slow else [])  # what stderr said, kept with the results
     report.update(
         loss_first_step=projection.result.history[0]['total'],
         losses_first_step=projection.result.history[0]['losses'][0],

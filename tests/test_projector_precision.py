@@ -45,6 +45,10 @@ def test_bf16_warns_only_where_this_cpu_has_no_native_bfloat16(runs):
     warned = 'warning: this CPU has no native bfloat16 kernels' in runs['bf16'][1]
     assert warned == (not precision_mod.cpu_supports_bf16())
     assert 'bfloat16' not in runs['fp32'][1]
+    # report.json keeps the warning with the results it concerns.
+    in_report = any('no native bfloat16 kernels' in w for w in runs['bf16'][0]['warnings'])
+    assert in_report == warned
+    assert not any('bfloat16' in w for w in runs['fp32'][0]['warnings'])
 
 
 @pytest.mark.parametrize('key', ['lpips_to_look', 'landmark_error'])
