@@ -1,9 +1,16 @@
 """LPIPS perceptual distance (VGG variant); targets' features are computed once and held by their user.
 
-Uses the ``lpips`` package: its learned linear layers ship with the package; the VGG16
-backbone comes from torchvision's ImageNet weights, downloaded into torch's hub cache on
-first use, or from a local file (``--vgg-weights PATH``: a torchvision VGG16 state dict; only
-the ``features.*`` entries are read) for machines without internet.
+The network is LPIPS v0.1 with the VGG16 backbone, built here: the input scaling, VGG16's
+convolutional features cut after ``relu1_2``, ``relu2_2``, ``relu3_3``, ``relu4_3`` and
+``relu5_3``, each unit-normalized along channels, and one learned 1x1 weighting per layer whose
+spatial mean is summed. The learned weightings are the file ``weights/v0.1/vgg.pth`` that ships
+in the ``lpips`` package (read from its folder; the package itself is not imported, since its
+import pulls in torchvision and a whole randomly initialized VGG16 with its 100M-parameter
+classifier: about 6 s of every command's start). The VGG16 backbone comes from torchvision's
+ImageNet weights, downloaded into torch's hub cache on first use, or from a local file
+(``--vgg-weights PATH``: a torchvision VGG16 state dict; only the ``features.*`` entries are
+read) for machines without internet. ``tests/test_perceptual.py`` checks the distances against
+``lpips.LPIPS(net='vgg')`` itself.
 
 Inputs are images ``[N, 3, H, W]`` in ``[-1, 1]``; images larger than 256x256 are first
 reduced to 256x256 by area averaging (as the StyleGAN2 projector does).
@@ -29,6 +36,90 @@ VGG16_URL = 'https://download.pytorch.org/models/vgg16-397923af.pth'
 # indices of the convolutions (the only entries with weights) among them.
 _VGG_SLICES = [(0, 4), (4, 9), (9, 16), (16, 23), (23, 30)]
 _VGG_CONVS = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
+# VGG16 (configuration D) up to relu5_3: output channels of each 3x3 convolution, 'M' a 2x2 max-pool.
+_VGG16_LAYERS = [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512]
+_LAYER_CHANNELS = [64, 128, 256, 512, 512]
+# LPIPS v0.1's input scaling: (x - shift) / scale per RGB channel, for inputs in [-1, 1].
+_SHIFT = [-.030, -.088, -.188]
+_SCALE = [.458, .448, .450]
+_NORM_EPS = 1e-10  # unit normalization: f / (||f||_channels + eps)
+
+
+def _lpips_package_weights() -> str:
+    """The path of the learned LPIPS-VGG weightings in the installed ``lpips`` package (not imported)."""
+    import importlib.util
+    import os
+    spec = importlib.util.find_spec('lpips')
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError('the lpips package is not installed (pip install -r requirements.txt): its learned '
+                        'LPIPS weights are needed')
+    path = os.path.join(list(spec.submodule_search_locations)[0], 'weights', 'v0.1', 'vgg.pth')
+    if not os.path.isfile(path):
+        raise UserError(f'the lpips package has no {path}: reinstall it (pip install --force-reinstall lpips)')
+    return path
+
+
+class _Scaling(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer('shift', torch.tensor(_SHIFT)[None, :, None, None])
+        self.register_buffer('scale', torch.tensor(_SCALE)[None, :, None, None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.shift) / self.scale
+
+
+class _VGG16Slices(torch.nn.Module):
+    """VGG16's features in five slices (children named by their torchvision index); ``forward`` gives the
+    five ReLU outputs ``[N, C_k, H / 2^k, W / 2^k]``, ``C = 64, 128, 256, 512, 512``."""
+
+    def __init__(self):
+        super().__init__()
+        layers, channels = [], 3
+        for item in _VGG16_LAYERS:
+            if item == 'M':
+                layers.append(torch.nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                layers += [torch.nn.Conv2d(channels, item, kernel_size=3, padding=1), torch.nn.ReLU(inplace=True)]
+                channels = item
+        for k, (start, stop) in enumerate(_VGG_SLICES):
+            block = torch.nn.Sequential()
+            for i in range(start, stop):
+                block.add_module(str(i), layers[i])
+            setattr(self, f'slice{k + 1}', block)
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        outs = []
+        for k in range(len(_VGG_SLICES)):
+            x = getattr(self, f'slice{k + 1}')(x)
+            outs.append(x)
+        return outs
+
+
+class _Weighting(torch.nn.Module):
+    """One layer's learned channel weighting: a 1x1 convolution to one channel (key ``model.1.weight``,
+    as in the package's file, where ``model.0`` is a dropout that does nothing in evaluation)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.model = torch.nn.Sequential(torch.nn.Identity(), torch.nn.Conv2d(channels, 1, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class _LPIPSVGG(torch.nn.Module):
+    """The parts of LPIPS-VGG: ``scaling_layer``, ``net`` (the VGG16 slices) and ``lins`` (the weightings)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scaling_layer = _Scaling()
+        self.net = _VGG16Slices()
+        self.lins = torch.nn.ModuleList([_Weighting(c) for c in _LAYER_CHANNELS])
+
+
+def _unit_normalize(f: torch.Tensor) -> torch.Tensor:
+    return f / (f.square().sum(dim=1, keepdim=True).sqrt() + _NORM_EPS)
 
 
 def _read_vgg_features(path: Optional[str]) -> dict:
@@ -52,13 +143,11 @@ class PerceptualLoss(torch.nn.Module):
 
     def __init__(self, vgg_weights: Optional[str] = None, device: Union[str, torch.device] = 'cpu'):
         super().__init__()
-        import lpips  # noqa: imported lazily, it is slow to import
-        import warnings
         features = _read_vgg_features(vgg_weights)  # first: a bad file fails before any model is built
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            # Random backbone first (no download); then the real VGG16 features are copied in.
-            model = lpips.LPIPS(net='vgg', pretrained=True, pnet_rand=True, verbose=False)
+        learned = torch.load(_lpips_package_weights(), map_location='cpu', weights_only=True)
+        model = _LPIPSVGG()
+        for idx, lin in enumerate(model.lins):
+            lin.load_state_dict({'model.1.weight': learned[f'lin{idx}.model.1.weight']}, strict=True)
         for idx, (start, stop) in enumerate(_VGG_SLICES):
             block = getattr(model.net, f'slice{idx + 1}')
             sub = {k: v for k, v in features.items() if start <= int(k.split('.')[0]) < stop}
@@ -80,9 +169,8 @@ class PerceptualLoss(torch.nn.Module):
 
     def features(self, img: torch.Tensor) -> List[torch.Tensor]:
         """Unit-normalized VGG features of ``img`` at the five LPIPS layers."""
-        import lpips
         x = self.model.scaling_layer(self._prepare(img))
-        return [lpips.normalize_tensor(f) for f in self.model.net(x)]
+        return [_unit_normalize(f) for f in self.model.net(x)]
 
     def compare(self, feats_a: List[torch.Tensor], feats_b: List[torch.Tensor]) -> torch.Tensor:
         """LPIPS distances ``[N]`` from features of ``features``; ``feats_b`` may have batch 1 (broadcast)."""

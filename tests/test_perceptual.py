@@ -167,3 +167,24 @@ def test_look_distance_holds_its_own_features(vgg_weights):
     x = images.clone().requires_grad_(True)
     one(x).sum().backward()
     assert x.grad.abs().sum() > 0
+
+
+def test_building_the_loss_imports_neither_lpips_nor_torchvision(vgg_weights):
+    """The lpips import costs seconds of every command's start; only its weights file is read."""
+    import os
+    import subprocess
+    import sys
+    code = ('import sys, perceptual; perceptual.PerceptualLoss(sys.argv[1]); '
+            'print(sorted(m for m in ("lpips", "torchvision") if m in sys.modules))')
+    out = subprocess.run([sys.executable, '-c', code, vgg_weights], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.abspath(perceptual.__file__)), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '[]'
+
+
+def test_missing_lpips_package_is_one_clear_error(vgg_weights, monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'lpips' else real(name, *a))
+    with pytest.raises(UserError, match='lpips package is not installed'):
+        perceptual.PerceptualLoss(vgg_weights)
