@@ -14,9 +14,6 @@ import face_align
 import face_landmarks
 import image_io
 import landmark_loss as ll
-import projector
-import projector_video
-from cli_helpers import assert_nothing_written, assert_one_error_line, invoke, read_json
 from conftest import one_line_message, render
 from dnnlib.util import UserError
 from face_landmarks import Detection, FaceLandmarks

@@ -8,7 +8,6 @@ run nothing. Crafted files are made by editing the fixture's object graph with `
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
