@@ -191,12 +191,18 @@ def synthesize(G, ws: torch.Tensor, noise: Union[Mapping[str, torch.Tensor], Seq
     ``noise`` (a dict by buffer name, or a list in ``noise_layers()`` order; maps ``[N or 1, 1, r, r]``)
     replaces the constant noise; without it, and for generators without noise inputs, the
     network's own constant noise is used. ``force_fp32=True`` unless ``precision`` is ``'fp16'``.
+    When gradients flow to ``ws``, StyleGAN2 gets ``fused_modconv='for_backward'``.
     ``transforms`` (StyleGAN3 only; ``[N, 3, 3]`` or ``[3, 3]``, see
     ``networks.stylegan3.make_input_transforms``) replaces the synthesis input's ``transform``
     buffer, one matrix per latent, for this call; None (the default) is the call as before.
     """
     import precision as precision_mod
     kwargs = precision_mod.synthesis_kwargs(precision)
+    if torch.is_grad_enabled() and ws.requires_grad:
+        # A step's backward pass: wide StyleGAN2 blocks run unfused, which spares the weight
+        # gradients (networks.generator.UNFUSED_MIN_CHANNELS); the same function, and StyleGAN3
+        # ignores it.
+        kwargs['fused_modconv'] = 'for_backward'
     if transforms is not None:
         kwargs = dict(kwargs, transforms=prepare_transforms(G, transforms, int(ws.shape[0]), ws.device))
     maps = noise_as_list(G, noise)

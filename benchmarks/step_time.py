@@ -8,7 +8,8 @@ hourglass modules like the published 2DFAN-4, LPIPS uses VGG16, the identity ter
 
 Parts (``--parts``), each forward + backward to its input, best of ``--repeats``:
 
-* ``generator``: ``G.synthesis`` from ``ws`` (and noise maps for StyleGAN2) to the image;
+* ``generator``: ``G.synthesis`` from ``ws`` (and noise maps for StyleGAN2) to the image, called
+  as a step calls it (``optimization.synthesize``);
 * ``fan``: the landmark heat-map loss on the image (crop, FAN, loss);
 * ``lpips``: the LPIPS distance of the image to a look;
 * ``identity``: the identity term ``1 - cos(E(crop(x)), E(crop(anchor)))`` (``identity.IdentityLoss``);
@@ -152,18 +153,14 @@ def measure(part: str, resolution: int, device_name: str, repeats: int, weights:
                     peak_over_setup_mib=peak - baseline)
 
     if part == 'generator':
+        from optimization import synthesize
         ws = G.mapping(torch.randn([B, G.z_dim], device=device), None)
-        kwargs = precision_mod.synthesis_kwargs(precision)
-        noise = random_noise(G, B, device)
-        if noise:
-            kwargs['noise'] = noise
-        else:
-            kwargs['noise_mode'] = 'const'
+        noise = random_noise(G, B, device) or None
 
         def fn():
             w = ws.detach().clone().requires_grad_(True)
             with autocast():
-                out = G.synthesis(w, **kwargs)
+                out = synthesize(G, w, noise, precision)   # as a step calls it
             out.float().square().mean().backward()
     elif part == 'fan':
         from landmark_loss import LandmarkLoss

@@ -17,6 +17,14 @@ from torch_utils import misc
 from torch_utils.ops import bias_act, upfirdn2d
 from .layers import Conv2dLayer, FullyConnectedLayer, modulated_conv2d, normalize_2nd_moment
 
+# ``fused_modconv='for_backward'``: blocks at least this wide run unfused, narrower ones fused.
+# A fused modulated convolution's weights depend on w, so a backward pass to the latents computes
+# a weight gradient for every convolution (as many operations as its forward pass); unfused, the
+# weights are the frozen parameters and w enters through per-channel products of the activations,
+# whose cost grows with the activations' size, not with the channel product. The cut was measured
+# with ``benchmarks/modconv_time.py`` (CPU, 256x256 and 1024x1024 FFHQ architectures).
+UNFUSED_MIN_CHANNELS = 128
+
 
 class MappingNetwork(torch.nn.Module):
     """Maps latents ``z`` (and labels ``c``) to intermediate latents ``w``.
@@ -188,7 +196,8 @@ class SynthesisBlock(torch.nn.Module):
                  fused_modconv_default: Union[bool, str, None] = None, **layer_kwargs):
         # ``fused_modconv_default`` comes from the stylegan3 repository's StyleGAN2 (True, False or
         # 'inference_only'); None is StyleGAN2-ADA's rule (fused in eval mode for fp32 or batch 1).
-        # Fused and unfused modulated convolutions compute the same function.
+        # Fused and unfused modulated convolutions compute the same function. ``forward`` also takes
+        # ``fused_modconv='for_backward'`` (see ``UNFUSED_MIN_CHANNELS``), what projections use.
         if architecture not in ('orig', 'skip', 'resnet'):
             raise ValueError(f"unknown architecture {architecture!r}")
         super().__init__()
@@ -239,6 +248,8 @@ class SynthesisBlock(torch.nn.Module):
             fused_modconv = (not self.training) and (dtype == torch.float32 or int(ws.shape[0]) == 1)
         elif fused_modconv == 'inference_only':
             fused_modconv = not self.training
+        elif fused_modconv == 'for_backward':
+            fused_modconv = self.conv1.out_channels < UNFUSED_MIN_CHANNELS
 
         if self.in_channels == 0:
             x = self.const.to(dtype=dtype, memory_format=memory_format)

@@ -30,3 +30,14 @@ def test_conv_time_says_whether_bf16_is_native():
     first, fp32, bf16 = proc.stdout.splitlines()
     assert 'native bfloat16 kernels: ' in first
     assert fp32.startswith('fp32: ') and bf16.startswith('bf16: ')
+
+
+def test_modconv_time_prints_every_mode_against_fused():
+    cmd = [sys.executable, str(ROOT / 'benchmarks' / 'modconv_time.py'), '--resolutions', '32', '--precision', 'fp32',
+           '--repeats', '1', '--min-channels', '16,128']
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split() for line in proc.stdout.splitlines()[2:]]
+    assert [r[2] for r in rows] == ['fused', 'unfused', 'for_backward@16', 'for_backward@128']
+    assert all(r[:2] == ['32', 'fp32'] and float(r[3]) > 0 for r in rows)
+    assert float(rows[0][4]) == 1.0

@@ -15,6 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # project root, when run from elsewhere
 
 import networks  # noqa: E402
+from networks import generator as generator_mod  # noqa: E402
 from networks import Discriminator, Generator, MinibatchStdLayer  # noqa: E402
 
 ARCHITECTURES = ['orig', 'skip', 'resnet']
@@ -188,6 +189,51 @@ def test_fused_modconv_equivalent(architecture):
         default = G.synthesis(ws, noise_mode='const')
     torch.testing.assert_close(fused, unfused, atol=1e-5, rtol=0)
     torch.testing.assert_close(default, fused, atol=1e-5, rtol=0)
+
+
+def _fused_flags_per_layer(G, ws, monkeypatch, **kwargs):
+    """The ``fused_modconv`` each modulated convolution got, in call order."""
+    seen = []
+    original = generator_mod.modulated_conv2d
+
+    def spy(*args, **kw):
+        seen.append(kw['fused_modconv'])
+        return original(*args, **kw)
+    monkeypatch.setattr(generator_mod, 'modulated_conv2d', spy)
+    G.synthesis(ws, noise_mode='const', **kwargs)
+    monkeypatch.setattr(generator_mod, 'modulated_conv2d', original)
+    return seen
+
+
+def test_for_backward_unfuses_exactly_the_wide_blocks(monkeypatch):
+    G = make_G()
+    ws = random_ws(G, n=1)
+    widths = []
+    for block in G.synthesis.blocks:
+        widths += [block.conv1.out_channels] * (block.num_conv + block.num_torgb)
+    assert len(set(widths)) > 1, 'the test network needs blocks of different widths'
+    cut = sorted(set(widths))[1]
+    monkeypatch.setattr(generator_mod, 'UNFUSED_MIN_CHANNELS', cut)
+    flags = _fused_flags_per_layer(G, ws, monkeypatch, fused_modconv='for_backward')
+    assert flags == [w < cut for w in widths]
+    assert True in flags and False in flags
+
+
+@pytest.mark.parametrize('architecture', ARCHITECTURES)
+def test_for_backward_same_image_and_gradient_as_fused(architecture, monkeypatch):
+    G = make_G(architecture).requires_grad_(False)
+    randomize_noise_strength(G, 0.5)
+    widths = sorted({b.conv1.out_channels for b in G.synthesis.blocks})
+    monkeypatch.setattr(generator_mod, 'UNFUSED_MIN_CHANNELS', widths[1])  # some blocks each way
+    weights = torch.randn([2, 3, RES, RES], generator=torch.Generator().manual_seed(3))
+    results = {}
+    for mode in (True, 'for_backward'):
+        ws = random_ws(G).requires_grad_(True)
+        img = G.synthesis(ws, noise_mode='const', fused_modconv=mode)
+        (img * weights).sum().backward()
+        results[mode] = img.detach(), ws.grad
+    torch.testing.assert_close(results['for_backward'][0], results[True][0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(results['for_backward'][1], results[True][1], atol=1e-4, rtol=1e-4)
 
 
 # ----------------------------------------------------------------------------

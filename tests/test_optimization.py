@@ -282,6 +282,23 @@ def test_project_warm_start_is_used(tiny_G, mse_target):
     assert (warm.ws - cold.ws).abs().max() > 0.1
 
 
+def test_synthesize_asks_for_the_backward_friendly_modconv_only_when_gradients_flow(tiny_G, monkeypatch):
+    calls = []
+    original = tiny_G.synthesis.forward
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get('fused_modconv'))
+        return original(*args, **kwargs)
+    monkeypatch.setattr(tiny_G.synthesis, 'forward', spy)
+    ws = _latent(tiny_G, 0).repeat([1, 1, 1])
+    with torch.no_grad():
+        plain = opt.synthesize(tiny_G, ws)
+    opt.synthesize(tiny_G, ws)                                   # no gradient wanted
+    grad = opt.synthesize(tiny_G, ws.clone().requires_grad_(True))
+    assert calls == [None, None, 'for_backward']
+    torch.testing.assert_close(grad.detach(), plain, atol=1e-5, rtol=0)
+
+
 def test_project_does_not_change_generator(tiny_G, mse_target):
     before = {k: v.clone() for k, v in tiny_G.state_dict().items()}
     flags = {k: p.requires_grad for k, p in tiny_G.named_parameters()}
