@@ -214,7 +214,7 @@ def fan_heatmaps(fan: torch.nn.Module, crops: torch.Tensor) -> torch.Tensor:
         with torch.autocast('cpu', enabled=False):
             out = fan(crops.float())
     else:
-        out = fan(crops)
+        out = fan(misc.conv_layout(crops))
     out = out[-1] if isinstance(out, (list, tuple)) else out
     misc.assert_shape(out, [crops.shape[0], NUM_LANDMARKS, HEATMAP_SIZE, HEATMAP_SIZE])
     return out

@@ -169,7 +169,7 @@ class PerceptualLoss(torch.nn.Module):
 
     def features(self, img: torch.Tensor) -> List[torch.Tensor]:
         """Unit-normalized VGG features of ``img`` at the five LPIPS layers."""
-        x = self.model.scaling_layer(self._prepare(img))
+        x = misc.conv_layout(self.model.scaling_layer(self._prepare(img)))
         return [_unit_normalize(f) for f in self.model.net(x)]
 
     def compare(self, feats_a: List[torch.Tensor], feats_b: List[torch.Tensor]) -> torch.Tensor:

@@ -8,7 +8,9 @@ the three concrete precisions for a device:
 * ``fp16`` (CUDA only): the generator runs its ``num_fp16_res`` highest-resolution blocks in
   half precision with ``conv_clamp``, as the official code does when ``force_fp32=False``;
   FAN and VGG run under fp16 autocast.
-* ``bf16``: synthesis, FAN and VGG run under bfloat16 autocast (CPU or CUDA).
+* ``bf16``: synthesis, FAN and VGG run under bfloat16 autocast (CPU or CUDA). On a CPU with AMX
+  their convolutions get channels_last inputs (``torch_utils.misc.conv_layout``), the layout
+  oneDNN's AMX kernels work in; on a CPU without native bf16 kernels FAN stays fp32.
 * ``fp32``: everything in float32, and synthesis is called with ``force_fp32=True`` (the
   original forced fp32 in every synthesis call).
 

@@ -24,12 +24,14 @@ def test_step_time_json_lines_name_the_cpu():
 
 
 def test_conv_time_says_whether_bf16_is_native():
-    cmd = [sys.executable, str(ROOT / 'benchmarks' / 'conv_time.py'), '--channels', '4', '--size', '8', '--repeats', '1']
+    cmd = [sys.executable, str(ROOT / 'benchmarks' / 'conv_time.py'), '--channels', '4', '--size', '8', '--repeats', '1',
+           '--backward']
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    first, fp32, bf16 = proc.stdout.splitlines()
-    assert 'native bfloat16 kernels: ' in first
-    assert fp32.startswith('fp32: ') and bf16.startswith('bf16: ')
+    first, fp32, bf16, bf16_nhwc = proc.stdout.splitlines()
+    assert 'native bfloat16 kernels: ' in first and 'AMX: ' in first
+    assert fp32.startswith('fp32: ') and bf16.startswith('bf16: ') and bf16_nhwc.startswith('bf16 channels_last: ')
+    assert all(line.endswith('(forward + backward)') for line in (fp32, bf16, bf16_nhwc))
 
 
 def test_modconv_time_prints_every_mode_against_fused():

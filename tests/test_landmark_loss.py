@@ -543,3 +543,18 @@ def test_draw_landmarks():
     # Works on tensors of points too (as LandmarkLoss.landmarks returns them).
     out2 = ll.draw_landmarks(image, torch.from_numpy(points).float(), color=(255, 0, 0))
     assert out2.shape == image.shape and (out2 != image).any()
+
+
+def test_bf16_heatmaps_same_in_channels_last(fan, monkeypatch):
+    # On an AMX CPU FAN's input is NHWC under bf16 autocast (torch_utils.misc.conv_layout); forcing that path
+    # on any CPU with native bf16 kernels gives the heat maps of the NCHW path.
+    from torch_utils import misc
+    monkeypatch.setattr(ll.precision_mod, 'cpu_supports_bf16', lambda: True)  # FAN in bf16, not the fp32 fallback
+    crops = torch.rand([1, 3, ll.CROP_SIZE, ll.CROP_SIZE], generator=torch.Generator().manual_seed(0))
+    results = {}
+    for amx in (False, True):
+        monkeypatch.setattr(misc, 'cpu_has_amx', lambda amx=amx: amx)
+        with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+            results[amx] = ll.fan_heatmaps(fan, crops).float()
+    scale = float(results[False].abs().max())
+    torch.testing.assert_close(results[True], results[False], atol=2e-2 * scale, rtol=0)

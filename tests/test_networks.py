@@ -236,6 +236,27 @@ def test_for_backward_same_image_and_gradient_as_fused(architecture, monkeypatch
     torch.testing.assert_close(results['for_backward'][1], results[True][1], atol=1e-4, rtol=1e-4)
 
 
+def test_bf16_synthesis_same_image_and_gradient_in_channels_last(monkeypatch):
+    # Under CPU bf16 autocast on an AMX CPU the convolutions get NHWC inputs (torch_utils.misc.conv_layout):
+    # forcing that path on any CPU must give the image and latent gradient of the NCHW path.
+    from torch_utils import misc
+    G = make_G('skip').requires_grad_(False)
+    randomize_noise_strength(G, 0.5)
+    weights = torch.randn([2, 3, RES, RES], generator=torch.Generator().manual_seed(3))
+    results = {}
+    for amx in (False, True):
+        monkeypatch.setattr(misc, 'cpu_has_amx', lambda amx=amx: amx)
+        ws = random_ws(G).requires_grad_(True)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            img = G.synthesis(ws, noise_mode='const', force_fp32=True, fused_modconv='for_backward')
+        (img.float() * weights).sum().backward()
+        results[amx] = img.detach().float(), ws.grad
+    scale = results[False][0].abs().max()
+    torch.testing.assert_close(results[True][0], results[False][0], atol=2e-2 * float(scale), rtol=0)
+    grad = results[False][1]
+    assert float((results[True][1] - grad).norm() / grad.norm()) < 2e-2
+
+
 # ----------------------------------------------------------------------------
 # Noise.
 

@@ -773,3 +773,42 @@ def test_gradcheck_fma():
     b = torch.randn([1, 3, 4], generator=g, dtype=DT, requires_grad=True)
     c = torch.randn([4], generator=g, dtype=DT, requires_grad=True)
     assert torch.autograd.gradcheck(fma, (a, b, c))
+
+
+# ----------------------------------------------------------------------------
+# Memory layout of the convolutions' inputs (torch_utils.misc.conv_layout).
+
+def test_conv_layout_is_channels_last_only_in_cpu_bf16_autocast_with_amx(monkeypatch):
+    from torch_utils import misc
+    x = torch.randn(2, 8, 5, 5)
+    channels_last = lambda t: t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()  # noqa: E731
+    monkeypatch.setattr(misc, 'cpu_has_amx', lambda: True)
+    assert misc.conv_layout(x) is x                                  # no autocast: as it is
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y = misc.conv_layout(x)
+        assert channels_last(y) and torch.equal(y, x)                # same values, NHWC strides
+        flat = torch.randn(2, 8, 5)
+        assert misc.conv_layout(flat) is flat                        # not 4-D
+    with torch.autocast('cpu', dtype=torch.float16):
+        assert misc.conv_layout(x) is x                              # bf16 only
+    monkeypatch.setattr(misc, 'cpu_has_amx', lambda: False)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert misc.conv_layout(x) is x                              # CPUs without AMX keep NCHW
+
+
+@pytest.mark.parametrize('up,down', [(1, 1), (2, 1), (1, 2)])
+def test_conv2d_resample_same_result_in_either_layout(up, down, monkeypatch):
+    from torch_utils import misc
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn([6, 4, 3, 3], generator=gen)
+    f = setup_filter([1, 3, 3, 1])
+    results = {}
+    for amx in (False, True):
+        monkeypatch.setattr(misc, 'cpu_has_amx', lambda amx=amx: amx)
+        x = torch.randn([2, 4, 8, 8], generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            y = conv2d_resample(x, w, f=f, up=up, down=down, padding=1)
+        y.float().square().sum().backward()
+        results[amx] = y.detach().float(), x.grad
+    torch.testing.assert_close(results[True][0], results[False][0], atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(results[True][1], results[False][1], atol=5e-2, rtol=2e-2)

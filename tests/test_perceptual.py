@@ -188,3 +188,16 @@ def test_missing_lpips_package_is_one_clear_error(vgg_weights, monkeypatch):
     monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'lpips' else real(name, *a))
     with pytest.raises(UserError, match='lpips package is not installed'):
         perceptual.PerceptualLoss(vgg_weights)
+
+
+def test_bf16_distances_same_in_channels_last(loss, monkeypatch):
+    # On an AMX CPU the VGG input is NHWC under bf16 autocast (torch_utils.misc.conv_layout); forcing that
+    # path anywhere gives the distances of the NCHW path.
+    from torch_utils import misc
+    a, b = _images(2, 64, 0), _images(2, 64, 1)
+    results = {}
+    for amx in (False, True):
+        monkeypatch.setattr(misc, 'cpu_has_amx', lambda amx=amx: amx)
+        with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+            results[amx] = loss.distance(a, b).float()
+    torch.testing.assert_close(results[True], results[False], atol=0, rtol=2e-2)

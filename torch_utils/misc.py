@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence
 
 import torch
@@ -73,6 +74,29 @@ def module_device(module: torch.nn.Module) -> torch.device:
     for tensor in module.buffers():
         return tensor.device
     return torch.device('cpu')
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_amx() -> bool:
+    """True when this CPU has AMX tiles (recent Intel Xeons), whose oneDNN bf16 kernels work in NHWC."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def conv_layout(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (``[N, C, H, W]``) in the memory layout this context's convolutions are fastest in.
+
+    Inside CPU bfloat16 autocast on a CPU with AMX that is channels_last: oneDNN's AMX kernels work
+    in NHWC and convert an NCHW input and its gradient at every call (``benchmarks/conv_time.py``
+    measures both layouts). Elsewhere, and for tensors that are not 4-D, ``x`` is returned as it
+    is. The values are the same either way; only the strides differ.
+    """
+    if (x.ndim == 4 and x.device.type == 'cpu' and torch.is_autocast_enabled('cpu')
+            and torch.get_autocast_dtype('cpu') == torch.bfloat16 and cpu_has_amx()):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 class tf32_disabled:

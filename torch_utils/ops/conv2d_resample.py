@@ -13,6 +13,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from .. import misc
 from .upfirdn2d import get_filter_size, parse_padding, upfirdn2d
 
 
@@ -26,7 +27,7 @@ def _conv(x: torch.Tensor, w: torch.Tensor, stride: int = 1, padding=0, groups: 
     if not flip_weight and (w.shape[2] > 1 or w.shape[3] > 1):
         w = w.flip([2, 3])
     op = F.conv_transpose2d if transpose else F.conv2d
-    return op(x, w, stride=stride, padding=padding, groups=groups)
+    return op(misc.conv_layout(x), w, stride=stride, padding=padding, groups=groups)
 
 
 def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] = None, up: int = 1,

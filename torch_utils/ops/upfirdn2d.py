@@ -16,6 +16,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
+from .. import misc
+
 IntPair = Union[int, Sequence[int]]
 
 
@@ -119,6 +121,7 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair = 1, down:
     f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
+    x = misc.conv_layout(x)
     if f.ndim == 2:
         weight = f[None, None].expand(c, 1, *f.shape)
         x = F.conv2d(x, weight, groups=c)
