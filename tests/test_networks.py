@@ -238,23 +238,31 @@ def test_for_backward_same_image_and_gradient_as_fused(architecture, monkeypatch
 
 def test_bf16_synthesis_same_image_and_gradient_in_channels_last(monkeypatch):
     # Under CPU bf16 autocast on an AMX CPU the convolutions get NHWC inputs (torch_utils.misc.conv_layout):
-    # forcing that path on any CPU must give the image and latent gradient of the NCHW path.
+    # forcing that path on any CPU must give the image and latent gradient of the NCHW path, to bf16
+    # rounding. On a CPU without native bf16 kernels (AVX2) the layouts take different reference
+    # kernels that round differently (their gradients differ by about 2.6% here, against 7.5% between
+    # either and fp32), so each is held to the fp32 result, and their difference to a fraction of
+    # bf16's own error.
     from torch_utils import misc
     G = make_G('skip').requires_grad_(False)
     randomize_noise_strength(G, 0.5)
     weights = torch.randn([2, 3, RES, RES], generator=torch.Generator().manual_seed(3))
     results = {}
-    for amx in (False, True):
-        monkeypatch.setattr(misc, 'cpu_has_amx', lambda amx=amx: amx)
+    for layout in ('fp32', 'nchw', 'nhwc'):
+        monkeypatch.setattr(misc, 'cpu_has_amx', lambda amx=(layout == 'nhwc'): amx)
         ws = random_ws(G).requires_grad_(True)
-        with torch.autocast('cpu', dtype=torch.bfloat16):
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=layout != 'fp32'):
             img = G.synthesis(ws, noise_mode='const', force_fp32=True, fused_modconv='for_backward')
         (img.float() * weights).sum().backward()
-        results[amx] = img.detach().float(), ws.grad
-    scale = results[False][0].abs().max()
-    torch.testing.assert_close(results[True][0], results[False][0], atol=2e-2 * float(scale), rtol=0)
-    grad = results[False][1]
-    assert float((results[True][1] - grad).norm() / grad.norm()) < 2e-2
+        results[layout] = img.detach().float(), ws.grad
+    ref_img, ref_grad = results['fp32']
+    relative = lambda a, b: float((a - b).norm() / b.norm())  # noqa: E731
+    for layout in ('nchw', 'nhwc'):
+        img, grad = results[layout]
+        torch.testing.assert_close(img, ref_img, atol=2e-2 * float(ref_img.abs().max()), rtol=0)
+        assert relative(grad, ref_grad) < 0.15
+    bf16_error = relative(results['nchw'][1], ref_grad)
+    assert relative(results['nhwc'][1], results['nchw'][1]) < 0.5 * bf16_error + 1e-6
 
 
 # ----------------------------------------------------------------------------

@@ -798,17 +798,28 @@ def test_conv_layout_is_channels_last_only_in_cpu_bf16_autocast_with_amx(monkeyp
 
 @pytest.mark.parametrize('up,down', [(1, 1), (2, 1), (1, 2)])
 def test_conv2d_resample_same_result_in_either_layout(up, down, monkeypatch):
+    """Under bf16 autocast, NCHW and NHWC inputs give the fp32 result to bf16 accuracy.
+
+    Each layout is compared with the fp32 result rather than with the other: on a CPU without
+    native bf16 kernels (AVX2) the two layouts take different reference kernels, whose roundings
+    differ by about 1% of the largest gradient, so a bound on their difference in absolute units
+    held on AMX CPUs only. The bound is 2% of each tensor's largest magnitude (bf16 keeps 8
+    significant bits; a 3x3x4 convolution sums 36 rounded products).
+    """
     from torch_utils import misc
     gen = torch.Generator().manual_seed(0)
     w = torch.randn([6, 4, 3, 3], generator=gen)
     f = setup_filter([1, 3, 3, 1])
     results = {}
-    for amx in (False, True):
-        monkeypatch.setattr(misc, 'cpu_has_amx', lambda amx=amx: amx)
+    for layout in ('fp32', 'nchw', 'nhwc'):
+        monkeypatch.setattr(misc, 'cpu_has_amx', lambda amx=(layout == 'nhwc'): amx)
         x = torch.randn([2, 4, 8, 8], generator=torch.Generator().manual_seed(1)).requires_grad_(True)
-        with torch.autocast('cpu', dtype=torch.bfloat16):
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=layout != 'fp32'):
             y = conv2d_resample(x, w, f=f, up=up, down=down, padding=1)
         y.float().square().sum().backward()
-        results[amx] = y.detach().float(), x.grad
-    torch.testing.assert_close(results[True][0], results[False][0], atol=2e-2, rtol=2e-2)
-    torch.testing.assert_close(results[True][1], results[False][1], atol=5e-2, rtol=2e-2)
+        results[layout] = y.detach().float(), x.grad
+    ref_y, ref_grad = results['fp32']
+    for layout in ('nchw', 'nhwc'):
+        y, grad = results[layout]
+        torch.testing.assert_close(y, ref_y, atol=2e-2 * float(ref_y.abs().max()), rtol=0)
+        torch.testing.assert_close(grad, ref_grad, atol=2e-2 * float(ref_grad.abs().max()), rtol=0)
