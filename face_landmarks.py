@@ -178,6 +178,25 @@ class FaceLandmarks:
     def __init__(self, fan: torch.nn.Module, detector: Optional[Detector] = None):
         self.fan = fan
         self.detector = detector
+        self._memo: Optional['collections.OrderedDict'] = None
+        self._memo_size = 0
+
+    def remember_landmarks(self, max_images: int = 4096) -> None:
+        """Keep ``landmarks`` results of ``uint8`` images read in a given box, keyed by the image's
+        content, so that an image met again (a look shared by many rows of ``--pairs``, or a row's
+        landmark target that is the next row's look) is not read by FAN again. The points are the
+        same as a new reading's; at most ``max_images`` entries are kept (least recently used go)."""
+        import collections
+        self._memo = collections.OrderedDict()
+        self._memo_size = int(max_images)
+
+    def _memo_key(self, image, box: Optional[FaceBox], refinements: Optional[int]):
+        if self._memo is None or box is None or not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+            return None
+        import hashlib
+        digest = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).hexdigest()
+        autocast = torch.is_autocast_enabled(self.device.type) and str(torch.get_autocast_dtype(self.device.type))
+        return digest, image.shape, box, refinements or 0, autocast
 
     @classmethod
     def load(cls, fan_weights: Optional[str] = None, detector: Optional[str] = 'sfd',
@@ -256,6 +275,11 @@ class FaceLandmarks:
         from the centred square and the box is refitted to the landmarks ``refinements`` times
         (default 2).
         """
+        key = self._memo_key(image, box, refinements)
+        if key is not None and key in self._memo:
+            self._memo.move_to_end(key)
+            points, found = self._memo[key]
+            return points.copy(), found
         x = _to_tensor(image, self.device)
         if box is None:
             choice = self.find_face(image, face_index, source)
@@ -268,6 +292,10 @@ class FaceLandmarks:
         for _ in range(refinements):
             box = FaceBox.from_landmarks(points, w, h)
             points = landmarks_from_heatmaps(self.heatmaps(x, box), box)[0].cpu().numpy()
+        if key is not None:
+            self._memo[key] = (points.copy(), box)
+            if len(self._memo) > self._memo_size:
+                self._memo.popitem(last=False)
         return points, box
 
     def track(self, frames: Iterable, face_index: int = 0, source: str = 'the video',

@@ -166,6 +166,7 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
         load_timer = PhaseTimer()
         with load_timer('load_networks'):
             nets, faces = projector.load_for_projection(cli, dev)
+        faces.remember_landmarks()  # rows often share images: one look, many expressions
         cli_common.announce_precision(used_precision, cli['precision'], dev)
         resolution = nets.G.img_resolution
 

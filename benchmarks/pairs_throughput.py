@@ -25,7 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _prepare(folder: Path, resolution: int, num_pairs: int) -> dict:
+def prepare_inputs(folder: Path, resolution: int, num_pairs: int) -> dict:
+    """Write a random-weight network pickle and ``num_pairs + 1`` face images it renders into ``folder``.
+
+    Returns ``dict(pkl, fan, vgg, images)``: the generator pickle (official format; the tiny fixture
+    below ``TINY_BELOW``), the FAN and VGG weight files, and the image paths (PNG, ``resolution``
+    square). Shared with ``benchmarks/precision_quality.py``.
+    """
     import numpy as np
     import torch
 
@@ -77,13 +83,13 @@ def main() -> None:
     parser.add_argument('--num-steps', type=int, default=20)
     parser.add_argument('--batch-size', type=int, default=4)
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--precision', default='fp32')
+    parser.add_argument('--precision', default='auto', help='As projector.py (default: auto, its default).')
     parser.add_argument('--json', action='store_true', help='One JSON object per mode.')
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        setup = _prepare(folder, args.resolution, args.num_pairs)
+        setup = prepare_inputs(folder, args.resolution, args.num_pairs)
         imgs = setup['images']
         pairs = [(imgs[i], imgs[i + 1]) for i in range(args.num_pairs)]
         py = [sys.executable, str(ROOT / 'projector.py')]

@@ -215,3 +215,33 @@ def test_video_alignment_streams_twice_and_detects_once(fan):
     assert face_align.align_sequence(fan, frames, 32, detector=detector)[0].shape == (32, 32, 3)
     with pytest.raises(UserError, match='no face found in clip.mp4'):
         face_align.VideoAlignment(FaceLandmarks(fan, lambda img: []), frames, 32, source='clip.mp4')
+
+
+def test_remembered_landmarks_are_read_once_per_image_and_equal_a_new_reading(fan):
+    calls = []
+    handle = fan.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        img, other = smooth_image(64, 64), smooth_image(64, 64)[::-1].copy()
+        box = ll.FaceBox.full(64)
+        fresh = FaceLandmarks(fan).landmarks(img, box, refinements=2)[0]
+        faces = FaceLandmarks(fan)
+        faces.remember_landmarks(max_images=1)
+        calls.clear()
+        first, box1 = faces.landmarks(img, box, refinements=2)
+        assert len(calls) == 3
+        first[:] = 0  # the caller owns what it gets: the remembered points stay as they were
+        again, box2 = faces.landmarks(img.copy(), box, refinements=2)
+        assert len(calls) == 3 and box2 == box1
+        np.testing.assert_array_equal(again, fresh)
+        faces.landmarks(img, box, refinements=0)  # another reading of the same image is its own entry
+        assert len(calls) == 4
+        faces.landmarks(other, box, refinements=0)  # max_images=1: this one pushes the earlier ones out
+        faces.landmarks(img, box, refinements=2)
+        assert len(calls) == 8
+        # Tensors are never remembered (they may be views that change).
+        x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1
+        faces.landmarks(x, box, refinements=0)
+        faces.landmarks(x, box, refinements=0)
+        assert len(calls) == 10
+    finally:
+        handle.remove()
