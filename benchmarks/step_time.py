@@ -20,8 +20,11 @@ Parts (``--parts``), each forward + backward to its input, best of ``--repeats``
 ``--precision``, the step runs with ``ProjectionSettings(precision=...)`` (``project`` applies the
 autocast itself); the other parts run under ``precision.autocast`` and synthesis gets
 ``precision.synthesis_kwargs``. ``auto`` is resolved for the device (``precision.resolve``).
-``--arch``, ``--precision`` and ``--batch-size`` take comma-separated lists; every combination
-is measured.
+``--allocator keep`` (the default) measures as the commands run, with freed large blocks kept
+for reuse (``cpu_memory.keep_freed_memory``); ``system`` leaves glibc's default, which maps and
+page-faults every large activation again in every step.
+``--arch``, ``--precision``, ``--batch-size`` and ``--allocator`` take comma-separated lists; every
+combination is measured.
 
 Each part runs in its own process so that its peak memory is its own (``--in-process`` measures
 everything in this process: quicker to start, but the peak memory is then the running maximum).
@@ -31,6 +34,7 @@ A resolution below 64 selects tiny networks (the generator of the test fixtures'
     python benchmarks/step_time.py                     # 256 and 1024, device at hand, fp32, sg2
     python benchmarks/step_time.py --resolutions 256 --device cpu --repeats 2 --precision fp32,bf16
     python benchmarks/step_time.py --arch sg2,sg3-t,sg3-r --parts generator,step --json
+    python benchmarks/step_time.py --resolutions 256 --parts generator,step --allocator keep,system
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ ROOT = os.path.join(HERE, '..')
 sys.path.insert(0, ROOT)
 
 PARTS = ['generator', 'fan', 'lpips', 'identity', 'step']
+ALLOCATORS = ['keep', 'system']
 LABELS = dict(generator='generator f+b', fan='fan f+b', lpips='lpips f+b', identity='identity f+b',
               step='full step')
 
@@ -102,12 +107,18 @@ def make_weight_files(folder: str, resolutions) -> dict:
 
 
 def measure(part: str, resolution: int, device_name: str, repeats: int, weights: dict, arch: str = 'sg2',
-            precision: str = 'fp32', batch_size: int = 1) -> dict:
+            precision: str = 'fp32', batch_size: int = 1, allocator: str = 'keep') -> dict:
     """Time one part (forward + backward) in this process; returns one result line as a dict.
 
     ``precision`` is a resolved precision (``fp32``, ``bf16`` or ``fp16``); ``weights`` as
-    ``make_weight_files`` returns it.
+    ``make_weight_files`` returns it; ``allocator`` one of ``ALLOCATORS`` (``keep`` calls
+    ``cpu_memory.keep_freed_memory`` first; ``system`` only holds in a fresh process).
     """
+    import cpu_memory
+    if allocator not in ALLOCATORS:
+        raise ValueError(f'allocator must be one of {ALLOCATORS}, got {allocator!r}')
+    if allocator == 'keep':
+        cpu_memory.keep_freed_memory()
     import torch
 
     import precision as precision_mod
@@ -128,7 +139,8 @@ def measure(part: str, resolution: int, device_name: str, repeats: int, weights:
         from perceptual import PerceptualLoss
         perceptual = PerceptualLoss(weights['vgg'], device)
     row = dict(resolution=resolution, part=part, precision=precision, batch_size=B, arch=arch,
-               device=device_name, threads=torch.get_num_threads(), **cpu_description())
+               allocator='keep' if cpu_memory.status() == cpu_memory.KEPT else 'system', device=device_name, threads=torch.get_num_threads(),
+               **cpu_description())
 
     if part == 'step':
         # The time between consecutive step callbacks of one run, best of ``repeats``.
@@ -231,6 +243,8 @@ def main() -> None:
     parser.add_argument('--arch', default='sg2', help='comma-separated: sg2, sg3-t, sg3-r')
     parser.add_argument('--precision', default='fp32', help='comma-separated: auto, fp32, bf16, fp16')
     parser.add_argument('--batch-size', default='1', help='comma-separated: images per part / latents per step')
+    parser.add_argument('--allocator', default='keep',
+                        help='comma-separated: keep (freed large blocks reused, as the commands run), system')
     parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda when present)')
     parser.add_argument('--repeats', type=int, default=2)
     parser.add_argument('--json', action='store_true', help='one JSON object per measured line instead of the table')
@@ -254,12 +268,16 @@ def main() -> None:
     parts = _list(args.parts)
     archs = _list(args.arch)
     batch_sizes = _list(args.batch_size, int)
-    for value, allowed, what in [(parts, PARTS, '--parts'), (archs, ARCHS, '--arch')]:
+    allocators = _list(args.allocator)
+    for value, allowed, what in [(parts, PARTS, '--parts'), (archs, ARCHS, '--arch'),
+                                 (allocators, ALLOCATORS, '--allocator')]:
         bad = [v for v in value if v not in allowed]
         if bad:
             parser.error(f'{what}: unknown {", ".join(bad)} (choose from {", ".join(allowed)})')
     if args.repeats < 1 or any(b < 1 for b in batch_sizes):
         parser.error('--repeats and --batch-size must be at least 1')
+    if args.in_process and allocators != ['keep']:
+        parser.error('--allocator system needs a fresh process per line: leave out --in-process')
     precisions, skipped = [], []
     for requested in _list(args.precision):
         try:
@@ -279,18 +297,19 @@ def main() -> None:
               + (', in one process' if args.in_process else ''))
         for line in skipped:
             print(f'skipped precision {line}')
-        print(f'{"arch":>6} {"resolution":>10} {"part":>14} {"precision":>9} {"batch":>5} {"s / step":>9} '
-              f'{"peak MiB":>9} {"(+ over setup)":>15}', flush=True)
+        print(f'{"arch":>6} {"resolution":>10} {"part":>14} {"precision":>9} {"batch":>5} {"allocator":>9} '
+              f'{"s / step":>9} {"peak MiB":>9} {"(+ over setup)":>15}', flush=True)
 
     def emit(spec: dict, r: dict):
         if args.json:
             out = dict(resolution=spec['resolution'], part=spec['part'], precision=spec['precision'],
-                       batch_size=spec['batch_size'], arch=spec['arch'], seconds=None, peak_mib=None)
+                       batch_size=spec['batch_size'], arch=spec['arch'], allocator=spec['allocator'], seconds=None,
+                       peak_mib=None)
             out.update({k: v for k, v in r.items()})
             print(json.dumps(out), flush=True)
             return
         lead = (f'{spec["arch"]:>6} {spec["resolution"]:>10} {LABELS[spec["part"]]:>14} {spec["precision"]:>9} '
-                f'{spec["batch_size"]:>5}')
+                f'{spec["batch_size"]:>5} {spec["allocator"]:>9}')
         if 'error' in r:
             print(f'{lead} failed: {r["error"]}', flush=True)
         else:
@@ -302,10 +321,10 @@ def main() -> None:
     emit_header()
     with tempfile.TemporaryDirectory(prefix='bench-weights-') as tmp:  # random weight files, removed afterwards
         weights = make_weight_files(tmp, resolutions)
-        for arch, resolution, prec, batch, part in itertools.product(archs, resolutions, precisions, batch_sizes,
-                                                                     parts):
+        for arch, resolution, prec, batch, part, allocator in itertools.product(archs, resolutions, precisions,
+                                                                                batch_sizes, parts, allocators):
             spec = dict(part=part, resolution=resolution, device_name=device, repeats=args.repeats,
-                        weights=weights, arch=arch, precision=prec, batch_size=batch)
+                        weights=weights, arch=arch, precision=prec, batch_size=batch, allocator=allocator)
             if args.in_process:
                 try:
                     r = measure(**spec)

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+import cpu_memory
+
 DATA = Path(__file__).parent / 'data'
 TINY_PKL = DATA / 'tiny-skip.pkl'
 
@@ -30,6 +32,9 @@ def _share_the_cores_between_workers() -> None:
 
 
 _share_the_cores_between_workers()
+
+# As every command does (cli_common.run): the tests' own steps reuse freed activations too.
+cpu_memory.keep_freed_memory()
 
 
 @pytest.fixture(scope='module')

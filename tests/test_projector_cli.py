@@ -158,7 +158,10 @@ def test_e2e_report(e2e):
     assert report['seconds_per_step'] > 0
     assert np.isfinite(report['lpips_to_look']) and report['lpips_to_look'] >= 0
     assert np.isfinite(report['landmark_error']) and report['landmark_error'] >= 0
-    assert set(report['environment']) >= {'python', 'torch'}
+    assert set(report['environment']) >= {'python', 'torch', 'cpu_allocator'}
+    import cpu_memory  # the command kept freed memory from its start (where glibc allows)
+    assert report['environment']['cpu_allocator'] == (cpu_memory.KEPT if cpu_memory.keep_freed_memory()
+                                                      else cpu_memory.SYSTEM)
 
 
 def test_e2e_look_and_landmark_terms_fell(e2e):
