@@ -138,6 +138,58 @@ def test_bias_act_clamp_none_and_negative_disable_clamp():
     np.testing.assert_allclose(bias_act(x, dim=0, clamp=3).numpy(), [-3.0, 3.0])
 
 
+def _composed_bias_act(x, b, act, alpha, gain, clamp):
+    """The plain autograd composition that bias_act's fused node (linear / lrelu) stands for."""
+    if b is not None:
+        x = x + b.reshape(1, -1, 1, 1)
+    if act == 'lrelu':
+        x = torch.nn.functional.leaky_relu(x, alpha)
+    if gain != 1:
+        x = x * gain
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+@pytest.mark.parametrize('act,alpha,gain,clamp', [
+    ('lrelu', 0.2, math.sqrt(2), None), ('lrelu', 0.2, math.sqrt(2), 1.03), ('lrelu', 0.0, 0.5, 0.831),
+    ('linear', 0.0, 1.0, 1.03), ('linear', 0.0, math.sqrt(0.5), None), ('linear', 0.0, 2.0, 0.831),
+    ('lrelu', 0.2, 1.0, 0.83)])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize('with_bias', [False, True])
+def test_fused_bias_act_equals_the_composition_and_keeps_one_tensor(act, alpha, gain, clamp, dtype, with_bias):
+    # An unclamped output exactly at the clamp is where the two differ (the composition passes its
+    # gradient; the fused node, which sees only the output, takes it as clamped), so the clamps are
+    # not round numbers. In bf16, 1.03 and 0.831 round up (every output at the bound was clamped),
+    # 0.83 down (below the bound: clamped outputs must still be recognized).
+    gen = torch.Generator().manual_seed(5)
+    x = (torch.randn([2, 6, 5, 5], generator=gen) * 2).to(dtype)
+    b = torch.randn([6], generator=gen).to(dtype) if with_bias else None
+    dy = torch.randn([2, 6, 5, 5], generator=gen).to(dtype)
+    runs = []
+    for fn in (lambda x, b: bias_act(x, b, act=act, alpha=alpha, gain=gain, clamp=clamp),
+               lambda x, b: _composed_bias_act(x, b, act, alpha, gain, clamp)):
+        xi = x.clone().requires_grad_(True)
+        bi = None if b is None else b.clone().requires_grad_(True)
+        y = fn(xi, bi)
+        saved = len(getattr(y.grad_fn, "saved_tensors", ()))
+        y.backward(dy)
+        runs.append((y, xi.grad, None if bi is None else bi.grad, saved))
+    (y, gx, gb, saved), (y_ref, gx_ref, gb_ref, _) = runs
+    assert y.dtype == dtype and torch.equal(y.detach(), y_ref.detach())    # the same values, bit for bit
+    torch.testing.assert_close(gx, gx_ref)     # the factors are multiplied in another order: rounding only
+    if with_bias:
+        torch.testing.assert_close(gb, gb_ref)
+    assert type(y.grad_fn).__name__ == '_LinearOrLReLUBackward' and saved == 1
+
+
+def test_bias_act_outside_the_fused_cases_is_the_composition():
+    x = torch.randn([2, 3, 4, 4], generator=torch.Generator().manual_seed(6), requires_grad=True)
+    for kwargs in (dict(act='tanh'), dict(act='lrelu', gain=-1.0), dict(act='linear')):
+        y = bias_act(x, **kwargs)
+        assert y.grad_fn is None or type(y.grad_fn).__name__ != '_LinearOrLReLUBackward'
+
+
 @pytest.mark.parametrize('shape,dim', [
     ([2, 3, 4, 5], 1),
     ([2, 3, 4, 5], 0),
