@@ -5,16 +5,16 @@ its mmap threshold (which adapts, but never beyond 32 MiB) with a fresh ``mmap``
 with ``munmap`` on ``free``. A projection step allocates and frees the same large activations in
 every step: one 128-channel map at 256x256 is 32 MiB plus a few bytes, a 32-channel map at
 1024x1024 128 MiB. With the default settings each of them is mapped anew and every one of its
-pages faults in again, in every step; on the project's 2-core AVX2 machine that was about a third
-of a generator step's time, spent in the kernel (``benchmarks/step_time.py --allocator
-keep,system`` measures it).
+pages faults in again, in every step; on the project's 2-core AVX2 virtual machine a generator
+forward + backward at 1024x1024 spent about 10 s a step in the kernel (``benchmarks/step_time.py
+--allocator keep,system`` measures it).
 
 ``keep_freed_memory`` switches glibc to serve large blocks from its heap too and to keep freed
 heap memory for the next request instead of returning it to the operating system. The process's
 resident memory then stays at its peak rather than falling between steps, and the peak grows
-(aligned blocks of the heap fit each other's holes imperfectly): on that machine a generator
-step at 256x256 peaked at 2.2 GiB instead of 1.8, at 1024x1024 at 4.9 GiB instead of 3.4, while
-the step took a third of the time at 1024. Every command calls it once at start
+(aligned blocks of the heap fit each other's holes imperfectly). On that machine (2026-12-06, fp32)
+a whole step at 1024x1024 took 6.7 s instead of 10.0 and peaked at 4.3 GiB instead of 3.4; at
+256x256 it peaked at 2.6 GiB instead of 2.4. Every command calls it once at start
 (``cli_common.run``); ``LANDMARK_PROJECTION_ALLOCATOR=system`` in the environment keeps glibc's
 default. On other C libraries and systems it does nothing.
 """

@@ -87,9 +87,9 @@ class _LinearOrLReLU(torch.autograd.Function):
 
     Forward: one new tensor ``y``, the steps applied in place in the order of the plain
     composition (so the values are identical). Backward, from ``y`` alone: zero where ``y``
-    reached the clamp (``|y| >= clamp`` as rounded to ``y``'s dtype), ``alpha * gain`` where ``y < 0`` (leaky ReLU; the sign
-    of ``y`` is that of ``x + b`` because the gain is positive) and ``gain`` elsewhere.
-    ``b`` is already shaped to broadcast against ``x`` (or None).
+    reached the clamp (``|y| >= clamp``, the clamp rounded to ``y``'s dtype), ``alpha * gain``
+    where ``y < 0`` (leaky ReLU; the sign of ``y`` is that of ``x + b`` because the gain is
+    positive) and ``gain`` elsewhere. ``b`` is already shaped to broadcast against ``x`` (or None).
     """
 
     @staticmethod
