@@ -51,16 +51,27 @@ def _glibc():
         return None
 
 
+def _setting() -> str:
+    """``ENV``'s value, ``keep`` (the default) or ``system``; another value warns and means ``keep``."""
+    value = os.environ.get(ENV, '').strip().lower() or 'keep'
+    if value not in ('keep', 'system'):
+        print(f'warning: {ENV}={os.environ[ENV]!r} is neither keep nor system: freed memory is kept',
+              file=sys.stderr)
+        value = 'keep'
+    return value
+
+
 def keep_freed_memory() -> bool:
     """Keep freed large blocks in the process for reuse (glibc only). Idempotent.
 
     Returns True when the setting is in effect (glibc accepted both ``mallopt`` calls), False
-    elsewhere or when ``LANDMARK_PROJECTION_ALLOCATOR=system``. Affects the whole process, and
+    elsewhere or when ``LANDMARK_PROJECTION_ALLOCATOR=system`` (``keep``, the default, or unset
+    keeps; another value warns on stderr and keeps). Affects the whole process, and
     only blocks allocated after the call.
     """
     global _state
     if _state is None:
-        libc = _glibc() if os.environ.get(ENV, 'keep').strip().lower() != 'system' else None
+        libc = _glibc() if _setting() == 'keep' else None
         _state = bool(libc is not None
                       and libc.mallopt(M_MMAP_MAX, 0) == 1            # large blocks from the heap, not mmap
                       and libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES) == 1)  # freed heap memory stays

@@ -72,6 +72,24 @@ def test_environment_variable_keeps_the_system_default():
     assert (opted_out['kept'], opted_out['status']) == (False, 'system default')
 
 
+@pytest.mark.parametrize('value, expected, warned', [
+    (None, 'keep', False), ('', 'keep', False), ('keep', 'keep', False), (' System ', 'system', False),
+    ('sytem', 'keep', True), ('0', 'keep', True),
+])
+def test_environment_variable_values(monkeypatch, capsys, value, expected, warned):
+    import cpu_memory
+    if value is None:
+        monkeypatch.delenv(cpu_memory.ENV, raising=False)
+    else:
+        monkeypatch.setenv(cpu_memory.ENV, value)
+    assert cpu_memory._setting() == expected
+    err = capsys.readouterr().err
+    if warned:
+        assert err == f"warning: {cpu_memory.ENV}={value!r} is neither keep nor system: freed memory is kept\n"
+    else:
+        assert err == ''
+
+
 def test_keep_freed_memory_is_idempotent_and_reported():
     import cpu_memory
     first = cpu_memory.keep_freed_memory()  # conftest already called it for this process
