@@ -44,6 +44,7 @@ class LandmarkTarget:
     used: np.ndarray                          # [68, 2]: what the loss aims at (== points unless retargeted)
     look_points: Optional[np.ndarray] = None  # [68, 2]: FAN's points on the look
     retarget_groups: Optional[Tuple[str, ...]] = None
+    box: Optional[FaceBox] = None             # image targets: the box FAN read ``points`` in (the loss's box)
 
     @property
     def resolution(self) -> int:
@@ -53,7 +54,8 @@ class LandmarkTarget:
              device=None) -> LandmarkLoss:
         """The heat-map loss for this target: FAN's heat maps of the image, or maps rendered from the used points."""
         if self.kind == 'image' and self.retarget_groups is None:
-            return LandmarkLoss(faces, image_io.to_tensor(self.image, device or faces.device), group_weights)
+            return LandmarkLoss(faces, image_io.to_tensor(self.image, device or faces.device), group_weights,
+                                box=self.box)
         return LandmarkLoss.from_points(faces, self.used, self.resolution, group_weights, device=device)
 
     def panel(self) -> np.ndarray:
@@ -105,6 +107,7 @@ def load_target(path: str, faces: FaceLandmarks, look: np.ndarray, resolution: i
     and centre-crop it. Problems with the file are one-line ``UserError``s.
     """
     look_points = framed_landmarks(faces, look, '--target_look')
+    box = None
     if landmark_targets.is_landmark_file(path):
         points = landmark_targets.read_landmark_file(path, frame, resolution=resolution)
         image, kind = None, 'points'
@@ -112,7 +115,12 @@ def load_target(path: str, faces: FaceLandmarks, look: np.ndarray, resolution: i
         if image is None:
             image = image_io.centre_crop_resize(image_io.load_image(path, what), resolution)
         misc.assert_shape(image, [resolution, resolution, 3])
-        points = framed_landmarks(faces, image, path)
+        # The target's points are read exactly as the heat-map loss reads its target: in the box
+        # of ``FaceLandmarks.face_box`` (which ``loss`` then reuses). So landmarks.json, summary.png
+        # and landmark_error_to_used_target show the points the loss aims at, and that error
+        # equals landmark_error.
+        box = faces.face_box(image_io.to_tensor(image, faces.device))
+        points = faces.landmarks(image, box, source=path)[0]
         kind = 'image'
     used = np.asarray(points, dtype=np.float64)
     groups = None
@@ -120,6 +128,6 @@ def load_target(path: str, faces: FaceLandmarks, look: np.ndarray, resolution: i
         groups = landmark_targets.parse_retarget_groups(retarget_groups)
         used = landmark_targets.retarget(look_points, points, groups)
     target = LandmarkTarget(source=str(path), kind=kind, image=image, points=np.asarray(points, dtype=np.float64),
-                            used=used, look_points=look_points, retarget_groups=groups)
+                            used=used, look_points=look_points, retarget_groups=groups, box=box)
     target._resolution = int(resolution)
     return target

@@ -51,6 +51,20 @@ def test_image_target_is_fan_heatmaps_of_the_image(faces, look, face_images):
     np.testing.assert_allclose(target.used, target.points)
 
 
+def test_image_target_points_are_the_losses_target(fan_weights, look, face_images):
+    """landmarks.json, summary.png and landmark_error_to_used_target show the points the heat-map loss
+    aims at: FAN read in the loss's own box, so both landmark errors of a report agree."""
+    from landmark_loss import landmark_error
+    plain = FaceLandmarks(load_fan(fan_weights, 'cpu').eval().requires_grad_(False))
+    target = load_target(face_images[1], plain, look, R)
+    loss = target.loss(plain)
+    assert loss.box == target.box == plain.face_box(image_io.to_tensor(target.image, 'cpu'))
+    np.testing.assert_array_equal(target.used, loss.target_landmarks[0].numpy())
+    projection = target.used + np.linspace(-1.0, 1.0, 136).reshape(68, 2)
+    measured = float(landmark_error(torch.as_tensor(projection, dtype=torch.float32)[None], loss.target_landmarks)[0])
+    assert target.report(projection)['landmark_error_to_used_target'] == pytest.approx(measured, rel=1e-6)
+
+
 def test_json_target_is_rendered_from_the_points(faces, look, tmp_path):
     points = faces.landmarks(look)[0]
     path = tmp_path / 'look.json'
