@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 import click
 
@@ -84,6 +84,28 @@ def prepare_outdir(path: str) -> Path:
     except OSError as exc:
         raise UserError(f'--outdir: cannot write to {outdir} ({exc.strerror or exc.__class__.__name__})') from None
     return outdir
+
+
+def mark_unfinished(out: Path, marker: str = 'report.json') -> None:
+    """Remove the folder's ``marker`` (written last by every command) before a run writes anything
+    there: until the new one is written, the folder counts as unfinished, never as a mix of old and new."""
+    (Path(out) / marker).unlink(missing_ok=True)
+
+
+def remove_stale_outputs(out: Path, known: Iterable[str], written: Iterable[str]) -> List[str]:
+    """Delete the files named in ``known`` that this run did not write (``written``) from ``out``.
+
+    Left by an earlier run into the same folder (a video, a landmarks.json it was asked for),
+    they would pass for this run's. Returns the names removed.
+    """
+    keep = set(written)
+    removed = []
+    for name in known:
+        path = Path(out) / name
+        if name not in keep and path.is_file():
+            path.unlink()
+            removed.append(name)
+    return removed
 
 
 def check_outdir_writable(path: str) -> None:

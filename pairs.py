@@ -10,6 +10,7 @@ may override per-row settings (for ``projector.py``: ``landmark_weight``, ``lpip
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
@@ -19,6 +20,7 @@ from dnnlib.util import UserError
 REQUIRED_COLUMNS = ('look', 'landmarks', 'outdir')
 # What a finished single run leaves in its folder (report.json is written last).
 COMPLETE_OUTPUTS = ('proj.png', 'projected_w.npz', 'report.json')
+UNFINISHED = 'are unfinished'
 
 
 @dataclass
@@ -45,7 +47,7 @@ def read_pairs(path: str, overrides: Optional[Mapping[str, Callable[[str], objec
     overrides = dict(overrides or {})
     csv_path = Path(path)
     if not csv_path.is_file():
-        raise UserError(f'--pairs: file not found: {csv_path}')
+        raise UserError(f'--pairs: {csv_path} is not a file' if csv_path.exists() else f'--pairs: file not found: {csv_path}')
     base = csv_path.resolve().parent
     try:
         with open(csv_path, newline='', encoding='utf-8-sig') as f:
@@ -102,6 +104,27 @@ def read_pairs(path: str, overrides: Optional[Mapping[str, Callable[[str], objec
 def is_complete(outdir: Path, outputs: Sequence[str] = COMPLETE_OUTPUTS) -> bool:
     """True when ``outdir`` holds every output of a finished run (all are written atomically)."""
     return all((Path(outdir) / name).is_file() for name in outputs)
+
+
+def redo_reason(outdir: Path, expected: Optional[Mapping[str, object]] = None,
+                outputs: Sequence[str] = COMPLETE_OUTPUTS) -> Optional[str]:
+    """Why a resumed run must redo the row writing to ``outdir`` (its outputs ``UNFINISHED``, or
+    another phrase that completes "the outputs ..."); None when its outputs can stay.
+
+    They stay when they are complete (``is_complete``) and, given ``expected`` (setting name ->
+    value), the ``settings`` of the folder's ``report.json`` hold those values: outputs of other
+    inputs or settings (the CSV row was edited, the command line changed) are not this run's.
+    """
+    if not is_complete(outdir, outputs):
+        return UNFINISHED
+    if not expected:
+        return None
+    try:
+        settings = json.loads((Path(outdir) / 'report.json').read_text(encoding='utf-8'))['settings']
+        differ = [name for name, value in expected.items() if settings.get(name) != value]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 'have an unreadable report.json'
+    return f'were made with another {", ".join(differ)}' if differ else None
 
 
 def shard(rows: Sequence[PairRow], rank: int, world_size: int) -> List[PairRow]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 import distributed
 import image_io
@@ -37,22 +37,28 @@ def _error_text(exc: BaseException) -> str:
 
 def run_pairs(rows: List[pairs.PairRow], prepare: Callable, optimize: Callable, write: Callable, *,
               batch_size: int = 1, resume: bool = True, ctx: Optional[distributed.Context] = None,
-              progress: bool = True) -> List[Dict]:
+              progress: bool = True, expected: Optional[Callable[[pairs.PairRow], Mapping]] = None) -> List[Dict]:
     """Run this rank's rows; return one record per row of the rank (``status`` ok/failed/skipped).
 
     ``prepare(row) -> job`` loads and checks a row's inputs (raising on a bad row);
     ``optimize(jobs) -> [projection]`` runs a batch; ``write(job, projection) -> record`` writes
     the row's outputs and returns its losses etc. Each call's failure only fails its row(s).
+    With ``resume``, a row whose folder holds complete outputs is skipped, unless ``expected(row)``
+    (setting name -> value) disagrees with their ``report.json`` (``pairs.redo_reason``).
     """
+    import click
     ctx = ctx or distributed.Context()
     mine = pairs.shard(rows, ctx.rank, ctx.world_size)
     records: List[Dict] = []
     todo = []
     for row in mine:
-        if resume and pairs.is_complete(row.outdir):
+        reason = pairs.redo_reason(row.outdir, expected(row) if expected else None) if resume else None
+        if resume and reason is None:
             records.append(_record(row, 'skipped', ctx, note='outputs complete (rerun with --no-resume to redo)'))
-        else:
-            todo.append(row)
+            continue
+        if resume and reason != pairs.UNFINISHED:
+            click.echo(f'{row.name}: the outputs in {row.outdir} {reason}: redoing it', err=True)
+        todo.append(row)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -140,7 +146,7 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
     import precision as precision_mod
     import projector
     from cli_common import PhaseTimer, check_weights, pick_device, prepare_outdir
-    from landmark_loss import parse_group_weights
+    from landmark_loss import LANDMARK_GROUPS, parse_group_weights
     from optimization import ProjectionSettings
 
     if batch_size < 1:
@@ -186,7 +192,7 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
                 proj = projector.projector_for(nets, faces, inputs, cli, group_weights, row.overrides)
             out = prepare_outdir(str(row.outdir))
             # A redone row's old report goes first: until the new one is written, the folder is unfinished.
-            (out / 'report.json').unlink(missing_ok=True)
+            cli_common.mark_unfinished(out)
             return dict(row=row, inputs=inputs, projector=proj, out=out, timer=timer, settings=settings_for(row),
                         group_weights=row.overrides.get('group_weights', group_weights))
 
@@ -206,18 +212,31 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
         def write(job, projection):
             timer = job['timer']
             with timer('write_outputs'):
-                projector.write_outputs(job['out'], projection, job['projector'], cli['save_landmarks'])
+                written = projector.write_outputs(job['out'], projection, job['projector'], cli['save_landmarks'])
             row = job['row']
             report = projector.make_report(cli, str(row.look), str(row.landmarks), str(row.outdir),
                                            job['group_weights'], dev, used_precision, nets, job['settings'],
                                            job['projector'], projection, timer, job['inputs'])
             report['pairs'] = dict(csv=str(Path(csv_path).resolve()), row=row.index + 1, line=row.line,
                                    batch_size=batch_size)
-            image_io.save_json(job['out'] / 'report.json', report)
+            projector.finish_outputs(job['out'], written, report)
             return {k: report[k] for k in ('final_losses', 'lpips_to_look', 'landmark_error', 'identity_similarity',
                                            'landmark_error_to_used_target') if k in report}
 
-        records = run_pairs(rows, prepare, optimize, write, batch_size=batch_size, resume=resume, ctx=ctx)
+        def expected(row):
+            """The settings a row's complete outputs must have been made with for a resumed run to keep them."""
+            o = row.overrides
+            return dict(network=cli['network'], target_look=str(row.look), target_landmarks=str(row.landmarks),
+                        num_steps=cli['num_steps'], seed=o.get('seed', cli['seed']),
+                        lpips_weight=o.get('lpips_weight', cli['lpips_weight']),
+                        landmark_weight=o.get('landmark_weight', cli['landmark_weight']),
+                        landmark_weights=dict(zip(LANDMARK_GROUPS, o.get('group_weights', group_weights))),
+                        latent=cli['latent'], retarget=cli['retarget'], retarget_groups=cli['retarget_groups'],
+                        landmarks_frame=cli['landmarks_frame'], align=cli['align'], face_index=cli['face_index'],
+                        d_weight=cli['d_weight'], id_weight=cli['id_weight'])
+
+        records = run_pairs(rows, prepare, optimize, write, batch_size=batch_size, resume=resume, ctx=ctx,
+                            expected=expected)
         merged = merge_and_report(ctx, records, csv_path, dict(cli, batch_size=batch_size, resume=resume,
                                                                precision_used=used_precision, device=str(dev)))
     finally:

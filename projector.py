@@ -391,10 +391,13 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
             projection = projector.run(settings, callbacks)
         bar.close()
         with timer('write_outputs'):
+            cli_common.mark_unfinished(out)  # old and new outputs never pass for one complete run
+            written = []
             if writer is not None:
                 writer.close()
                 writer = None
-            write_outputs(out, projection, projector, save_landmarks)
+                written.append('proj.mp4')
+            written += write_outputs(out, projection, projector, save_landmarks)
     finally:
         bar.close()
         if writer is not None:
@@ -402,7 +405,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
 
     report = make_report(cli, str(target_look), str(target_landmarks), str(outdir), group_weights, dev,
                          used_precision, nets, settings, projector, projection, timer, inputs)
-    image_io.save_json(out / 'report.json', report)
+    finish_outputs(out, written, report)
     similarity = ('' if projection.identity_similarity is None
                   else f', identity similarity {projection.identity_similarity:.3f}')
     click.echo(f'LPIPS to look {projection.lpips_to_look:.4f}, landmark error {projection.landmark_error:.4f}'
@@ -496,10 +499,16 @@ def realism_weight(d_loss: bool, d_weight: Optional[float]) -> float:
     return DEFAULT_D_WEIGHT if d_loss else 0.0
 
 
+# Every file a projection may write into its folder (report.json last); a rerun into the same
+# folder removes those it does not write again (cli_common.remove_stale_outputs).
+OUTPUT_NAMES = ('proj.png', 'projected_w.npz', 'target_look.png', 'target_landmarks.png', 'summary.png',
+                'landmarks.json', 'target_landmarks_used.json', 'proj.mp4', 'report.json')
+
+
 def write_outputs(out: Path, projection: LandmarkProjection, projector: LandmarkProjector,
-                  save_landmarks: bool = True) -> None:
+                  save_landmarks: bool = True) -> List[str]:
     """proj.png, projected_w.npz, target_look.png, target_landmarks.png, summary.png and (``save_landmarks``)
-    landmarks.json / target_landmarks_used.json, each written atomically."""
+    landmarks.json / target_landmarks_used.json, each written atomically. Returns the names written."""
     proj = image_io.to_uint8(projection.result.image[0])
     image_io.save_png(out / 'proj.png', proj)
     # The latent and the noise maps proj.png was rendered with (loaders.load_projection reads both).
@@ -514,8 +523,20 @@ def write_outputs(out: Path, projection: LandmarkProjection, projector: Landmark
         panels = [image_io.caption(p, t) for p, t in
                   zip(panels, ['look', 'target (used)', f'identity {projection.identity_similarity:.3f}'])]
     image_io.save_png(out / 'summary.png', image_io.hstack(panels))
+    written = ['proj.png', 'projected_w.npz', 'target_look.png', 'target_landmarks.png', 'summary.png']
     if save_landmarks and projector.target_input is not None:
         projector.target_input.save(out, projection.projection_landmarks)
+        written.append('landmarks.json')
+        if projector.target_input.retarget_groups is not None:
+            written.append('target_landmarks_used.json')
+    return written
+
+
+def finish_outputs(out: Path, written: Sequence[str], report: dict) -> None:
+    """Remove what an earlier run left in ``out`` and this one did not write, then write report.json
+    (last: a folder with it is complete)."""
+    cli_common.remove_stale_outputs(out, OUTPUT_NAMES, [*written, 'report.json'])
+    image_io.save_json(out / 'report.json', report)
 
 
 if __name__ == '__main__':

@@ -197,6 +197,22 @@ def test_w_plus_run(args, tmp_path):
     assert read_json(out / 'report.json')['settings']['latent'] == 'w+'
 
 
+def test_rerun_into_the_same_folder_replaces_every_output(args, tmp_path, face_images):
+    """A second run into a folder keeps none of the first run's files that it does not write again
+    (its video, its landmarks.json): they would pass for the second run's."""
+    out = tmp_path / 'out'
+    code, _, err = invoke(projector.main, with_option(args, '--save_video', 1))
+    assert code == 0, err
+    assert {'proj.mp4', 'landmarks.json'} <= {p.name for p in out.iterdir()}
+    look, landmarks = face_images
+    second = with_option(with_option(args, '--target_look', landmarks), '--target_landmarks', look)
+    code, _, err = invoke(projector.main, second + ['--no-save_landmarks'])
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        'proj.png', 'projected_w.npz', 'target_look.png', 'target_landmarks.png', 'summary.png', 'report.json'])
+    assert read_json(out / 'report.json')['settings']['target_look'] == str(landmarks)
+
+
 # ----------------------------------------------------------------------------
 # 3. Seeds.
 

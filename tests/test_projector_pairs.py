@@ -93,6 +93,27 @@ def test_rerun_skips_complete_rows_and_no_resume_redoes(batched, pairs_dir, tiny
     assert (pairs_dir / 'out' / 'a' / 'report.json').stat().st_mtime_ns != before
 
 
+def test_resume_redoes_a_row_made_from_other_inputs(batched, pairs_dir, tiny_pkl, fan_weights, vgg_weights,
+                                                   face_images):
+    """Complete outputs of another look, target or seed (the row was edited) are not this row's: redone."""
+    look, landmarks = face_images
+    csv = pairs_dir / 'edited.csv'
+    csv.write_text(f'look,landmarks,outdir,seed\n{look},{landmarks},out/e,\n')
+    common = _common(tiny_pkl, fan_weights, vgg_weights)
+    code, _, err = invoke(projector.main, common + ['--pairs', csv])
+    assert code == 0, err
+    csv.write_text(f'look,landmarks,outdir,seed\n{look},{look},out/e,7\n')
+    code, _, err = invoke(projector.main, common + ['--pairs', csv])
+    assert code == 0, err
+    assert 'were made with another target_landmarks, seed: redoing it' in err
+    assert [r['status'] for r in read_json(pairs_dir / 'pairs_report.json')['rows']] == ['ok']
+    settings = read_json(pairs_dir / 'out' / 'e' / 'report.json')['settings']
+    assert (settings['target_landmarks'], settings['seed']) == (str(look), 7)
+    code, _, err = invoke(projector.main, common + ['--pairs', csv])  # now the same: kept
+    assert code == 0, err
+    assert [r['status'] for r in read_json(pairs_dir / 'pairs_report.json')['rows']] == ['skipped']
+
+
 @pytest.mark.parametrize('content, needles', [(None, ['not found']), ('look,outdir\na,b\n', ['landmarks'])])
 def test_bad_csv_is_one_error_line(tmp_path, tiny_pkl, fan_weights, vgg_weights, content, needles):
     csv = tmp_path / 'p.csv'
