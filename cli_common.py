@@ -1,7 +1,9 @@
 """What every command line shares: error handling, device choice, output folders, timers.
 
 Errors a user can cause (``dnnlib.util.UserError`` and click's usage errors) end the program
-with one line on stderr and exit status 2, never a traceback.
+with one line on stderr and exit status 2, never a traceback; so does an output file that cannot
+be written (``image_io.atomic_path``). Other refusals of the system (``OSError``) end with one
+line and exit status 1.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ def run(command: click.Command, args=None) -> None:
     except UserError as exc:
         click.echo(f'error: {_one_line(str(exc))}', err=True)
         sys.exit(2)
+    except OSError as exc:  # the system refused (disk, permissions, a file gone): one line, not a traceback
+        what = f'{exc.filename}: ' if exc.filename else ''
+        click.echo(f'error: {what}{_one_line(exc.strerror or str(exc) or exc.__class__.__name__)}', err=True)
+        sys.exit(1)
     sys.exit(0)
 
 

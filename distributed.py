@@ -75,6 +75,13 @@ def gather(ctx: Context, obj: Any) -> Optional[List[Any]]:
     return out
 
 
+def barrier(ctx: Context) -> None:
+    """Wait until every rank gets here (nothing to wait for without torchrun)."""
+    if ctx.distributed:
+        import torch.distributed as dist
+        dist.barrier(group=ctx._object_group)
+
+
 def teardown(ctx: Context) -> None:
     if ctx.distributed:
         import torch.distributed as dist

@@ -470,18 +470,24 @@ def atomic_path(final_path: PathLike) -> Iterator[str]:
     """Yield a temporary path beside ``final_path``; rename it into place when the block succeeds.
 
     The temporary name keeps the file's suffix (writers choose the format from it) and starts
-    with a dot; it is removed if the block raises.
+    with a dot; it is removed if the block raises. A failed write (a full disk, a folder in the
+    way, no permission) is a one-line ``UserError`` naming ``final_path``.
     """
     final_path = Path(final_path)
-    fd, tmp = tempfile.mkstemp(dir=final_path.parent, prefix=f'.{final_path.stem}-', suffix=final_path.suffix)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=final_path.parent, prefix=f'.{final_path.stem}-', suffix=final_path.suffix)
+    except OSError as exc:
+        raise UserError(f'cannot write {final_path} ({exc.strerror or exc.__class__.__name__})') from None
     os.close(fd)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, final_path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             os.remove(tmp)
+        if isinstance(exc, OSError):
+            raise UserError(f'cannot write {final_path} ({exc.strerror or _one_line(exc)})') from None
         raise
 
 

@@ -29,6 +29,21 @@ def report_path(csv_path: str) -> Path:
     return Path(csv_path).resolve().parent / REPORT_NAME
 
 
+def check_report_writable(csv_path: str) -> None:
+    """Fail before any work if ``pairs_report.json`` could not be written next to the CSV (a read-only
+    dataset folder, a folder of that name): otherwise the run would end, after every row, without it."""
+    import tempfile
+    path = report_path(csv_path)
+    if path.exists() and not path.is_file():
+        raise UserError(f'--pairs: {path} is in the way of the merged report (not a file)')
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix='.write-test-'):
+            pass
+    except OSError as exc:
+        raise UserError(f'--pairs: cannot write {REPORT_NAME} into the CSV\'s folder {path.parent} '
+                        f'({exc.strerror or exc.__class__.__name__}); copy the CSV to a folder you can write') from None
+
+
 def _error_text(exc: BaseException) -> str:
     if isinstance(exc, UserError):
         return ' '.join(str(exc).split())
@@ -119,15 +134,22 @@ def _failed(row, exc, ctx, seconds) -> Dict:
 
 
 def merge_and_report(ctx: distributed.Context, records: List[Dict], csv_path: str, settings: Dict) -> Optional[Dict]:
-    """Gather every rank's records; rank 0 writes the merged report and returns it (others: None)."""
+    """Gather every rank's records; rank 0 writes the merged report and returns it (others: None).
+
+    Every rank returns only once the report is written: a rank that ended first would make torchrun
+    stop the others (rank 0 among them) with SIGTERM.
+    """
     gathered = distributed.gather(ctx, records)
-    if gathered is None:
-        return None
-    merged = sorted((r for part in gathered for r in part), key=lambda r: r['index'])
-    counts = {s: sum(r['status'] == s for r in merged) for s in ('ok', 'skipped', 'failed')}
-    report = dict(command='projector --pairs', pairs=str(Path(csv_path).resolve()), world_size=ctx.world_size,
-                  counts=counts, settings=settings, rows=merged)
-    image_io.save_json(report_path(csv_path), report)
+    report = None
+    try:
+        if gathered is not None:
+            merged = sorted((r for part in gathered for r in part), key=lambda r: r['index'])
+            counts = {s: sum(r['status'] == s for r in merged) for s in ('ok', 'skipped', 'failed')}
+            report = dict(command='projector --pairs', pairs=str(Path(csv_path).resolve()), world_size=ctx.world_size,
+                          counts=counts, settings=settings, rows=merged)
+            image_io.save_json(report_path(csv_path), report)
+    finally:
+        distributed.barrier(ctx)
     return report
 
 
@@ -162,8 +184,11 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
                 o['group_weights'] = parse_group_weights(o['landmark_weights'])
         except UserError as exc:
             raise UserError(f'--pairs: {row.name}: {exc}') from None
+    check_report_writable(csv_path)
     ctx, dist_device = distributed.setup(device)
     try:
+        if ctx.is_main:  # the last run's merged report would describe rows this run redoes
+            report_path(csv_path).unlink(missing_ok=True)
         dev = dist_device if dist_device is not None else pick_device(device)
         used_precision = precision_mod.resolve(cli['precision'], dev)
         if ctx.distributed:
@@ -241,11 +266,11 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
                                                                precision_used=used_precision, device=str(dev)))
     finally:
         distributed.teardown(ctx)
+    # The exit status is the merged result's, given by rank 0 (under torchrun the other ranks end with 0
+    # once the report is written: a failing rank would make torchrun stop rank 0 before it ends).
     if merged is not None:
         c = merged['counts']
         click.echo(f'{c["ok"]} done, {c["skipped"]} skipped (complete), {c["failed"]} failed; '
                    f'report in {report_path(csv_path)}', err=True)
         if c['failed']:
             raise SystemExit(1)
-    elif any(r['status'] == 'failed' for r in records):
-        raise SystemExit(1)

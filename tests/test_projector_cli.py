@@ -507,6 +507,32 @@ def test_help_in_a_real_process(tmp_path):
 # ----------------------------------------------------------------------------
 # 6. An interrupted run leaves nothing half-written.
 
+def test_an_output_that_cannot_be_written_is_one_error_line(args, tmp_path):
+    """A folder in the way of summary.png (as a full disk would): one line naming the file, exit status 2,
+    no report.json (the folder is unfinished), no temporary file."""
+    out = tmp_path / 'out'
+    (out / 'summary.png').mkdir(parents=True)
+    code, _, err = invoke(projector.main, args)
+    assert code == 2, err
+    assert 'Traceback' not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith('error: cannot write') and 'summary.png' in last, last
+    assert not (out / 'report.json').exists()
+    assert hidden_files(out) == []
+
+
+def test_a_refusal_of_the_system_is_one_error_line(monkeypatch):
+    import click
+
+    @click.command()
+    def command():
+        raise PermissionError(13, 'Permission denied', '/some/where')
+
+    code, _, err = invoke(command, [])
+    assert code == 1
+    assert err.strip() == 'error: /some/where: Permission denied'
+
+
 def test_interrupt_leaves_nothing_half_written(args, tmp_path, monkeypatch):
     original_call = projector.ProgressBar.__call__
     calls = []

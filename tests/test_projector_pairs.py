@@ -124,6 +124,18 @@ def test_bad_csv_is_one_error_line(tmp_path, tiny_pkl, fan_weights, vgg_weights,
     assert_one_error_line(err, *needles)
 
 
+def test_a_report_that_cannot_be_written_stops_before_any_row(tmp_path, tiny_pkl, fan_weights, vgg_weights,
+                                                               face_images):
+    look, landmarks = face_images
+    csv = tmp_path / 'p.csv'
+    csv.write_text(f'look,landmarks,outdir\n{look},{landmarks},out/a\n')
+    (tmp_path / 'pairs_report.json').mkdir()
+    code, _, err = invoke(projector.main, _common(tiny_pkl, fan_weights, vgg_weights) + ['--pairs', csv])
+    assert code == 2
+    assert_one_error_line(err, 'pairs_report.json', 'not a file')
+    assert not (tmp_path / 'out').exists()
+
+
 def test_pairs_and_single_options_do_not_mix(tmp_path, tiny_pkl, fan_weights, vgg_weights):
     code, _, err = invoke(projector.main, _common(tiny_pkl, fan_weights, vgg_weights)
                           + ['--pairs', tmp_path / 'p.csv', '--outdir', tmp_path / 'o'])

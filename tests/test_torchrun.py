@@ -69,3 +69,18 @@ def test_results_equal_the_one_process_run(runs):
             np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)
         assert read_json(two / 'out' / name / 'report.json')['landmark_error'] == pytest.approx(
             read_json(one / 'out' / name / 'report.json')['landmark_error'], rel=1e-4, abs=1e-6)
+
+
+def test_a_row_failing_on_rank_1_lets_rank_0_finish(tiny_pkl, fan_weights, vgg_weights, face_images, tmp_path):
+    """Rank 1's failed row: every rank waits for the merged report, rank 0 gives exit status 1, and
+    torchrun stops no rank with SIGTERM."""
+    look, landmarks = face_images
+    csv = tmp_path / 'pairs.csv'
+    csv.write_text(f'look,landmarks,outdir\n{look},{landmarks},out/ok\n{look},missing.png,out/bad\n')
+    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
+    proc = _run(torchrun, csv, tiny_pkl, fan_weights, vgg_weights)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    report = read_json(tmp_path / 'pairs_report.json')
+    assert [(r['status'], r['rank']) for r in report['rows']] == [('ok', 0), ('failed', 1)]
+    assert '1 done, 0 skipped (complete), 1 failed' in proc.stderr
+    assert 'SIGTERM' not in proc.stderr and 'exitcode  : -15' not in proc.stderr, proc.stderr[-3000:]
