@@ -173,6 +173,19 @@ class ZeroOne(click.ParamType):
 
 ZERO_ONE = ZeroOne()
 
+# Seeds are what numpy's RandomState takes (as NVIDIA's projector seeds numpy and torch alike):
+# a larger or negative --seed is a usage error, not a traceback after the networks loaded.
+SEED_MAX = 2 ** 32 - 1
+SEED = click.IntRange(0, SEED_MAX)
+
+
+def parse_seed(text: str) -> int:
+    """A seed from text (a ``--pairs`` cell): an integer from 0 to ``SEED_MAX``, else ``ValueError``."""
+    value = int(text)
+    if not 0 <= value <= SEED_MAX:
+        raise ValueError(f'a seed is an integer from 0 to {SEED_MAX}')
+    return value
+
 
 def network_options(func: Callable) -> Callable:
     """``--network``, ``--fan-weights``, ``--vgg-weights``, ``--device``: shared by every command."""
@@ -228,6 +241,28 @@ def detector_options(func: Callable) -> Callable:
                         help="Face detector for --align: face_alignment's S3FD, or none (start from the image "
                              "centre).")(func)
     return func
+
+
+def given_on_command_line(name: str) -> bool:
+    """Whether the running click command's parameter ``name`` was given (not left at its default)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return False
+    source = ctx.get_parameter_source(name)
+    return source is not None and source not in (click.core.ParameterSource.DEFAULT,
+                                                 click.core.ParameterSource.DEFAULT_MAP)
+
+
+def check_align_options(align: bool, face_index: int, detector_weights: Optional[str]) -> None:
+    """``--face-index``, ``--detector`` and ``--detector-weights`` choose how faces are found for
+    ``--align``; given without it they would do nothing, so that is a usage error."""
+    if align:
+        return
+    given = [name for name, used in (('--face-index', face_index != 0),
+                                     ('--detector', given_on_command_line('detector')),
+                                     ('--detector-weights', detector_weights is not None)) if used]
+    if given:
+        raise UserError(f'{", ".join(given)} only appl{"ies" if len(given) == 1 else "y"} with --align')
 
 
 class ProgressBar:

@@ -40,7 +40,7 @@ import identity
 import image_io
 import mixing
 import precision as precision_mod
-from cli_common import (PhaseTimer, ProgressBar, announce_precision, check_outdir_writable, environment,
+from cli_common import (SEED, PhaseTimer, ProgressBar, announce_precision, check_outdir_writable, environment,
                         identity_score_options, network_options, pick_device, precision_option, prepare_outdir, run)
 from dnnlib.util import UserError
 from loaders import Networks, load_networks, load_projection
@@ -206,7 +206,7 @@ Examples:
               help='Projection steps per image.')
 @click.option('--ppl-samples', 'ppl_samples', type=click.IntRange(min=1), default=32, show_default=True,
               help='Samples of the perceptual path length.')
-@click.option('--seed', type=int, default=303, show_default=True)
+@click.option('--seed', type=SEED, default=303, show_default=True)
 @click.option('--outdir', required=True, metavar='DIR', help='Where to write the outputs.')
 @identity_score_options
 @precision_option

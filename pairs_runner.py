@@ -156,7 +156,12 @@ def merge_and_report(ctx: distributed.Context, records: List[Dict], csv_path: st
 # ----------------------------------------------------------------------------
 # projector.py --pairs
 
-OVERRIDES = dict(lpips_weight=float, landmark_weight=float, landmark_weights=str, seed=int)
+def _seed(text: str) -> int:
+    from cli_common import parse_seed
+    return parse_seed(text)
+
+
+OVERRIDES = dict(lpips_weight=float, landmark_weight=float, landmark_weights=str, seed=_seed)
 
 
 def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optional[str], cli: Dict,
@@ -165,6 +170,7 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
     import click
 
     import cli_common
+    import landmark_targets
     import precision as precision_mod
     import projector
     from cli_common import PhaseTimer, check_weights, pick_device, prepare_outdir
@@ -176,6 +182,9 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
     if cli['save_video']:
         raise UserError('--save_video is not available with --pairs (run the pair alone to get its video)')
     rows = pairs.read_pairs(csv_path, OVERRIDES)
+    if cli['landmarks_frame'] is not None and not any(landmark_targets.is_landmark_file(str(r.landmarks))
+                                                      for r in rows):
+        raise UserError('--landmarks-frame only applies to landmark files, and no row of --pairs names one')
     for row in rows:  # per-row settings are checked before any heavy work
         try:
             o = row.overrides

@@ -302,7 +302,7 @@ Landmark groups for --landmark_weights, in order: """ + ', '.join(LANDMARK_GROUP
 @click.option('--lpips_weight', type=float, default=1.0, show_default=True, help='Weight of the LPIPS term (look).')
 @click.option('--landmark_weight', type=float, default=0.1, show_default=True, help='Weight of the heat-map term (landmarks); 0.01-0.05 keeps quality.')
 @click.option('--landmark_weights', default=DEFAULT_GROUP_WEIGHTS_TEXT, show_default=True, metavar='W1,..,W9', help='Nine group weights (order below).')
-@click.option('--seed', type=int, default=303, show_default=True, help='Random seed.')
+@click.option('--seed', type=cli_common.SEED, default=303, show_default=True, help='Random seed.')
 @click.option('--save_video', '--save-video', 'save_video', type=ZERO_ONE, default=0, show_default=True,
               help='1: also write proj.mp4 of the optimization (true/false are accepted too).')
 @click.option('--d_loss', type=bool, default=False, show_default=True,
@@ -342,6 +342,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     groups = landmark_targets.retarget_groups_option(retarget, retarget_groups)  # checked even without --retarget
     groups = groups if retarget else None
     landmark_targets.parse_frame(landmarks_frame)
+    cli_common.check_align_options(align, face_index, detector_weights)
     cli = dict(network=network_pkl, num_steps=num_steps, lpips_weight=lpips_weight, landmark_weight=landmark_weight,
                landmark_weights=landmark_weights, seed=seed, save_video=save_video, d_loss=d_loss, d_weight=d_weight,
                id_weight=id_weight, id_weights=id_weights, no_identity=no_identity, need_identity=need_identity,
@@ -363,6 +364,8 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     if batch_size != 1 or not resume:
         raise UserError('--batch-size and --no-resume need --pairs')
     check_inputs(target_look, target_landmarks)
+    if landmarks_frame is not None and not landmark_targets.is_landmark_file(target_landmarks):
+        raise UserError('--landmarks-frame only applies when --target_landmarks is a landmark file')
     check_outdir_writable(outdir)
     dev = pick_device(device)
     used_precision = precision_mod.resolve(precision, dev)

@@ -96,7 +96,8 @@ import image_io
 import optimization
 from image_io import file_identity  # noqa: F401 (one file-identity scheme: image_io)
 import precision as precision_mod
-from cli_common import (PhaseTimer, ProgressBar, check_outdir_writable, check_weights, detector_options, environment,
+import cli_common
+from cli_common import (SEED, PhaseTimer, ProgressBar, check_outdir_writable, check_weights, detector_options, environment,
                         identity_options, network_options, pick_device, precision_option, prepare_outdir, run)
 from dnnlib.util import UserError
 from face_landmarks import FaceLandmarks
@@ -1192,7 +1193,7 @@ Examples:
               help='Whose identity the term keeps: the look, or frame 0\'s result [default: look in identity '
                    'mode, first_frame in free mode].')
 @precision_option
-@click.option('--seed', type=int, default=303, show_default=True)
+@click.option('--seed', type=SEED, default=303, show_default=True)
 @click.option('--resume/--no-resume', default=True, show_default=True,
               help='Continue after the last finished frame in --outdir (--no-resume: start over).')
 def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_landmarks_folder, driving, fps, outdir,
@@ -1206,6 +1207,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     Writes animation.mp4, side_by_side.mp4, frames/, latents.npz and report.json into --outdir.
     """
     timer = PhaseTimer()
+    cli_common.check_align_options(align, face_index, detector_weights)
     settings = AnimationSettings(mode=mode, schedule=schedule, num_steps_first=num_steps_first, num_steps=num_steps,
                                  lpips_weight=lpips_weight, lpips_weight_second=lpips_weight_second,
                                  landmark_weight=landmark_weight, landmark_weights=parse_group_weights(landmark_weights),

@@ -114,7 +114,8 @@ def test_resume_redoes_a_row_made_from_other_inputs(batched, pairs_dir, tiny_pkl
     assert [r['status'] for r in read_json(pairs_dir / 'pairs_report.json')['rows']] == ['skipped']
 
 
-@pytest.mark.parametrize('content, needles', [(None, ['not found']), ('look,outdir\na,b\n', ['landmarks'])])
+@pytest.mark.parametrize('content, needles', [(None, ['not found']), ('look,outdir\na,b\n', ['landmarks']),
+                                             ('look,landmarks,outdir,seed\na,b,c,-1\n', ['seed', '-1', '0 to'])])
 def test_bad_csv_is_one_error_line(tmp_path, tiny_pkl, fan_weights, vgg_weights, content, needles):
     csv = tmp_path / 'p.csv'
     if content is not None:

@@ -135,7 +135,15 @@ def test_malformed_landmark_file(case, tiny_pkl, fan_weights, vgg_weights, face_
 
 @pytest.mark.parametrize('extra, needle', [(['--landmarks-frame', '64'], '--landmarks-frame'),
                                            (['--retarget', '--retarget-groups', 'ears'], '--retarget-groups'),
-                                           (['--retarget-groups', 'eyes'], '--retarget')])
+                                           (['--retarget-groups', 'eyes'], '--retarget'),
+                                           # options that would do nothing here are refused, not ignored
+                                           (['--landmarks-frame', '64,64'], 'landmark file'),
+                                           (['--face-index', '1'], '--align'),
+                                           (['--detector', 'none'], '--align'),
+                                           (['--detector-weights', 's3fd.pth', '--face-index', '1'],
+                                            '--face-index, --detector-weights only apply with --align'),
+                                           (['--seed', '-1'], '--seed'),
+                                           (['--seed', str(2 ** 32)], '--seed')])
 def test_bad_target_options(extra, needle, tiny_pkl, fan_weights, vgg_weights, face_images, tmp_path):
     out = tmp_path / 'out'
     code, _, err = invoke(projector.main, base(tiny_pkl, fan_weights, vgg_weights, *face_images, out, 1, *extra))
