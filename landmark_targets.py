@@ -137,8 +137,13 @@ def split_set_name(path: PathLike) -> Tuple[Path, Optional[str]]:
     file ``write_landmark_sets`` wrote. A path that exists as given is never split."""
     text = os.fspath(path)
     base, sep, name = text.rpartition('#')
-    if sep and name and not Path(text).exists() and Path(base).suffix.lower() in ('.json', '.npz'):
-        return Path(base), name
+    if sep and name and not Path(text).exists():
+        suffix = Path(base).suffix.lower()
+        if suffix in ('.json', '.npz'):
+            return Path(base), name
+        if suffix in LANDMARK_SUFFIXES:
+            raise UserError(f'{text}: a {suffix} file holds one set of points; #{name} names a set of a .json '
+                            f'or .npz file only')
     return Path(text), None
 
 

@@ -55,7 +55,12 @@ def load_networks(network_pkl: str, device: torch.device, fan_weights: Optional[
                   need_lpips: bool = True, need_identity: bool = False, id_weights: Optional[str] = None) -> Networks:
     """Load what a run needs (``need_lpips=False``: VGG is not read at all; ``need_identity``:
     FaceNet from ``id_weights`` or the hub cache); every missing or unreadable file raises ``UserError``."""
-    with dnnlib.util.open_url(network_pkl) as f:
+    try:
+        opened = dnnlib.util.open_url(network_pkl)
+    except UserError as exc:
+        text = str(exc)
+        raise UserError(text if text.startswith('--network') else f'--network: {text}') from None
+    with opened as f:
         try:
             data = legacy.load_network_pkl(f)
         except legacy.NetworkLoadError as exc:

@@ -227,3 +227,18 @@ def test_wrong_identity_weights(tiny_pkl, fan_weights, vgg_weights, face_images,
     assert code == 2, err
     assert_one_error_line(err, '--id-weights')
     assert_nothing_written(out)
+
+
+def test_missing_network_and_a_set_name_on_a_one_set_file(tiny_pkl, fan_weights, vgg_weights, face_images, tmp_path):
+    out = tmp_path / 'out'
+    argv = base(tmp_path / 'nope.pkl', fan_weights, vgg_weights, *face_images, out)
+    code, _, err = invoke(projector.main, argv)
+    assert code == 2
+    assert_one_error_line(err, '--network', 'file not found', 'nope.pkl')
+    points = tmp_path / 'points.npy'
+    np.save(points, landmark_targets.mean_face(20, 20))
+    code, _, err = invoke(projector.main, base(tiny_pkl, fan_weights, vgg_weights, face_images[0],
+                                               f'{points}#look', out))
+    assert code == 2
+    assert_one_error_line(err, 'points.npy#look', 'one set of points')
+    assert_nothing_written(out)
