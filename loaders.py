@@ -15,8 +15,9 @@ maps (older ones, or another tool's) get the generator's own constant noise.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -111,14 +112,27 @@ def projection_arrays(ws: torch.Tensor, noise: Dict[str, torch.Tensor]) -> Dict[
     return arrays
 
 
+def split_latent_index(path: str) -> Tuple[str, Optional[int]]:
+    """``'latents.npz#12'`` -> ``('latents.npz', 12)``: one latent of a file holding several (an
+    animation's ``latents.npz``). A path that exists as given is never split."""
+    text = str(path)
+    base, sep, index = text.rpartition('#')
+    if sep and index.isdigit() and base.lower().endswith('.npz') and not os.path.exists(text):
+        return base, int(index)
+    return text, None
+
+
 def load_projection(path: str, G, what: str = 'projection') -> Projection:
     """Read ``w`` and the noise maps of a ``projected_w.npz`` for ``G``; ``UserError`` when it does not fit.
 
-    ``w`` may be stored as ``[1, num_ws, w_dim]`` or ``[num_ws, w_dim]``. Noise maps must be all
-    of ``G``'s noise buffers (or none: then ``G``'s own constant noise is returned).
+    ``w`` may be stored as ``[1, num_ws, w_dim]`` or ``[num_ws, w_dim]``; ``FILE.npz#K`` takes latent
+    ``K`` (from 0) of a file holding ``[T, num_ws, w_dim]`` (``projector_video.py``'s latents.npz,
+    whose noise maps all its frames share). Noise maps must be all of ``G``'s noise buffers (or none:
+    then ``G``'s own constant noise is returned). Values must be finite.
     """
     from optimization import const_noise, noise_buffer_names
     from torch_utils import misc
+    path, index = split_latent_index(path)
     try:
         with np.load(path) as data:
             arrays = {k: np.asarray(data[k]) for k in data.files}
@@ -128,11 +142,21 @@ def load_projection(path: str, G, what: str = 'projection') -> Projection:
         raise UserError(f'{what}: {path} has no latent under the key "w"')
     w = arrays['w'].astype(np.float32)
     stored_shape = list(w.shape)
+    if index is not None:
+        if w.ndim != 3 or not 0 <= index < w.shape[0]:
+            count = w.shape[0] if w.ndim == 3 else 1
+            raise UserError(f'{what}: {path}#{index}: the file holds {count} latent{"s" if count != 1 else ""} '
+                            f'({stored_shape}); #K takes one of them, K from 0 to {count - 1}')
+        w = w[index]
     if w.ndim == 3 and w.shape[0] == 1:
         w = w[0]
     if w.shape != (G.num_ws, G.w_dim):
+        several = (f'; for one of them add #K (K from 0 to {w.shape[0] - 1}) to the path'
+                   if w.ndim == 3 and w.shape[1:] == (G.num_ws, G.w_dim) else '')
         raise UserError(f'{what}: {path} holds latents of shape {stored_shape}; this network needs '
-                        f'[1, {G.num_ws}, {G.w_dim}] (one latent)')
+                        f'[1, {G.num_ws}, {G.w_dim}] (one latent){several}')
+    if not np.isfinite(w).all():
+        raise UserError(f'{what}: {path}: the latent holds NaN or infinite values (a diverged run?)')
     device = misc.module_device(G.synthesis)
     names = noise_buffer_names(G)
     stored = [k for k in arrays if k.endswith('.noise_const')]
@@ -147,6 +171,8 @@ def load_projection(path: str, G, what: str = 'projection') -> Projection:
         if value.size != layer.resolution ** 2:
             raise UserError(f'{what}: {path}: noise map {name} has shape {list(value.shape)}, this network needs '
                             f'[1, 1, {layer.resolution}, {layer.resolution}]')
+        if not np.isfinite(value).all():
+            raise UserError(f'{what}: {path}: noise map {name} holds NaN or infinite values')
         noise[name] = torch.from_numpy(value.reshape(1, 1, layer.resolution, layer.resolution)).to(device)
     return Projection(w=torch.from_numpy(w[None]).to(device), noise=noise, noise_saved=True)
 

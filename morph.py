@@ -41,9 +41,10 @@ import image_io
 import mixing
 import precision as precision_mod
 from cli_common import (SEED, PhaseTimer, ProgressBar, announce_precision, check_outdir_writable, environment,
-                        identity_score_options, network_options, pick_device, precision_option, prepare_outdir, run)
+                        identity_score_options, mark_unfinished, network_options, pick_device, precision_option,
+                        prepare_outdir, run)
 from dnnlib.util import UserError
-from loaders import Networks, load_networks, load_projection
+from loaders import Networks, load_networks, load_projection, split_latent_index
 from objectives import look_and_landmarks
 from optimization import ProjectionSettings, const_noise, project, synthesize as render
 from torch_utils import misc
@@ -222,9 +223,10 @@ def main(network_pkl, fan_weights, vgg_weights, device, input_a, input_b, method
     inputs = {}
     image_infos = {}  # how each image input was read (orientation, colour): for the report
     for what, path in (('--a', input_a), ('--b', input_b)):
-        if str(path).lower().endswith('.npz'):
-            if not Path(path).is_file():
-                raise UserError(f'{what}: file not found: {path}')
+        file, _ = split_latent_index(path)  # FILE.npz#K: one latent of an animation's latents.npz
+        if file.lower().endswith('.npz'):
+            if not Path(file).is_file():
+                raise UserError(f'{what}: file not found: {file}')
             inputs[what] = (path, None)
         else:
             image, info = image_io.read_image(path, what)
@@ -294,6 +296,9 @@ def main(network_pkl, fan_weights, vgg_weights, device, input_a, input_b, method
                 scores.add(m, t, image)
         return image
 
+    # The last run's report.json goes before the first new file: until this run's report is written
+    # (last, after the path lengths), the folder is unfinished, never old report beside new images.
+    mark_unfinished(out)
     with timer('render'):
         chosen = blend(methods[0], degree)
         image_io.save_png(out / 'morph.png', frame(methods[0], degree))

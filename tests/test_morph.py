@@ -259,6 +259,42 @@ def test_linear_degree_ends_reproduce_latents(degree, which, latent_files, tiny_
     assert report['crossover_used'] == {}
 
 
+def test_one_frame_of_an_animations_latents(latent_files, tiny_pkl, vgg_weights, tiny_G, tmp_path):
+    """``latents.npz#K`` takes latent K of projector_video.py's [T, num_ws, w_dim] file, with the
+    noise maps the file holds for all its frames."""
+    from optimization import noise_buffer_names
+    video = tmp_path / 'latents.npz'
+    noise = {name: np.random.RandomState(i).randn(1, 1, layer.resolution, layer.resolution).astype(np.float32)
+             for i, (name, (_, layer)) in enumerate(zip(noise_buffer_names(tiny_G), tiny_G.synthesis.noise_layers()))}
+    np.savez(video, w=np.concatenate([latent_files.wb, latent_files.wa, latent_files.wb]), **noise)
+    outdir = tmp_path / 'out'
+    args = base_args(tiny_pkl, vgg_weights, f'{video}#1', latent_files.b, outdir) + [
+        '--method', 'linear', '--degree', 1, '--steps', 2, '--ppl-samples', 1]
+    code, _, err = invoke(morph.main, args)
+    assert code == 0, err
+    np.testing.assert_array_equal(read_npz(outdir / 'latents.npz')['a'], latent_files.wa)
+    report = read_json(outdir / 'report.json')
+    assert report['inputs']['--a'] == dict(kind='latent', path=f'{video}#1', noise_maps=True)
+
+
+def test_interrupted_rerun_leaves_no_old_report(latent_files, tiny_pkl, vgg_weights, tmp_path, monkeypatch):
+    """A second run into the folder, interrupted after its images: the first run's report.json must not
+    stay beside them as if it described them."""
+    outdir = tmp_path / 'out'
+    args = base_args(tiny_pkl, vgg_weights, latent_files.a, latent_files.b, outdir) + [
+        '--method', 'linear', '--steps', 2, '--ppl-samples', 1]
+    assert run_command(morph.main, args) == 0
+    assert (outdir / 'report.json').is_file()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(morph.mixing, 'perceptual_path_length', interrupted)
+    code, _, err = invoke(morph.main, base_args(tiny_pkl, vgg_weights, latent_files.b, latent_files.a, outdir)
+                          + ['--method', 'linear', '--steps', 2, '--ppl-samples', 1])
+    assert code == 130, err
+    assert (outdir / 'morph.png').is_file() and not (outdir / 'report.json').exists()
+
+
 def test_style_crossover_at_num_ws_is_linear(latent_files, tiny_pkl, vgg_weights, tiny_G, tmp_path):
     """--crossover num_ws (nothing swapped) is allowed for style mixing; and a latent stored as
     [num_ws, w_dim] (no batch axis) is read too."""
@@ -288,6 +324,11 @@ def bad_npz(folder: Path, kind: str) -> Path:
         np.savez(path, ws=np.zeros((1, NUM_WS, W_DIM), np.float32))
     elif kind == 'garbage':
         path.write_bytes(b'this is not a zip file\n' * 10)
+    elif kind == 'nan':
+        np.savez(path, w=np.full((1, NUM_WS, W_DIM), np.nan, np.float32))
+    elif kind == 'index':  # latents.npz#5 of a 3-frame animation
+        np.savez(tmp := folder / 'three.npz', w=np.zeros((3, NUM_WS, W_DIM), np.float32))
+        return Path(f'{tmp}#5')
     return path
 
 
@@ -297,6 +338,8 @@ def bad_npz(folder: Path, kind: str) -> Path:
     ('numws', ['--b', '9, 32]']),
     ('nokey', ['--b', '"w"']),
     ('garbage', ['--b', 'npz']),
+    ('nan', ['--b', 'NaN']),
+    ('index', ['--b', 'holds 3 latents', '0 to 2']),
 ])
 def test_bad_latent_file(kind, needles, latent_files, tiny_pkl, vgg_weights, tmp_path):
     path = bad_npz(tmp_path, kind)
