@@ -634,7 +634,8 @@ class DrivingInput:
     known before reading (the container's count for a video; ``None`` when unknown).
     ``rotation`` is the clockwise rotation in degrees applied to a video's frames from its
     display metadata (phone clips); ``variable_timing`` says that an animation's frame delays
-    differ (``fps`` is then their average).
+    differ, or that a video's frames are not evenly spaced (a phone's variable frame rate): ``fps``
+    is then their average, and every stored frame is read once (none repeated to fill a constant rate).
     """
     path: Path
     kind: str                                  # 'folder', 'video' or 'animation'
@@ -787,6 +788,7 @@ def _parse_video_header(text: str) -> Optional[dict]:
     line = lines[start]
     size = re.search(r'[ ,](\d+)x(\d+)[ ,\[]', line + ' ')
     fps = re.search(r'([\d.]+)(k?) fps', line) or re.search(r'([\d.]+)(k?) tbr', line)
+    tbr = re.search(r'([\d.]+)(k?) tbr', line)
     # The stream's own block: its metadata and side data, up to the next stream.
     block = [line]
     for other in lines[start + 1:]:
@@ -801,12 +803,23 @@ def _parse_video_header(text: str) -> Optional[dict]:
         rotation = -float(matrix.group(1))   # the display matrix angle is anticlockwise
     elif legacy:
         rotation = float(legacy.group(1))    # the old 'rotate' tag is clockwise
-    value = None
-    if fps:
-        value = float(fps.group(1)) * (1000 if fps.group(2) else 1)
-    return dict(size=(int(size.group(1)), int(size.group(2))) if size else None,
-                fps=value if value and math.isfinite(value) and value > 0 else None,
+    def rate(match) -> Optional[float]:
+        value = float(match.group(1)) * (1000 if match.group(2) else 1) if match else None
+        return value if value and math.isfinite(value) and value > 0 else None
+
+    return dict(size=(int(size.group(1)), int(size.group(2))) if size else None, fps=rate(fps),
+                variable_timing=_variable_rate(rate(fps), rate(tbr)),
                 rotation=int(round(rotation / 90.0)) * 90 % 360)
+
+
+def _variable_rate(average: Optional[float], base: Optional[float]) -> bool:
+    """Whether a stream's average frame rate (ffmpeg's ``fps``) shows frames that are not evenly
+    spaced on its base rate (``tbr``): a phone's or a screen recorder's variable frame rate. A base
+    rate that is a whole multiple of the average (interlaced material) is not."""
+    if not average or not base:
+        return False
+    ratio = base / average
+    return abs(ratio - round(ratio)) > 0.005 * ratio or round(ratio) == 0
 
 
 def _open_video(path: Path, what: str, min_side: Optional[int]) -> DrivingInput:
@@ -828,7 +841,19 @@ def _open_video(path: Path, what: str, min_side: Optional[int]) -> DrivingInput:
     except Exception:
         pass
     return DrivingInput(path=path, kind='video', fps=header['fps'] or 30.0, num_frames=num_frames, size=size,
-                        rotation=header['rotation'], what=what, min_side=min_side)
+                        rotation=header['rotation'], variable_timing=header['variable_timing'], what=what,
+                        min_side=min_side)
+
+
+def _passthrough_params() -> List[str]:
+    """ffmpeg output options that pass every decoded frame through once: without them ffmpeg fills a
+    variable-frame-rate stream up to a constant rate with repeated frames (and drops others)."""
+    import imageio_ffmpeg
+    try:
+        major = int(str(imageio_ffmpeg.get_ffmpeg_version()).lstrip('n').split('.')[0])
+    except (ValueError, IndexError, RuntimeError, OSError):
+        major = 5
+    return ['-fps_mode', 'passthrough'] if major >= 5 else ['-vsync', 'passthrough']
 
 
 @contextlib.contextmanager
@@ -847,9 +872,9 @@ def _quiet_imageio_ffmpeg() -> Iterator[None]:
 def _video_frames(driving: DrivingInput) -> Iterator[np.ndarray]:
     import imageio_ffmpeg
     path, what = driving.path, driving.what
-    output_params = None
+    output_params = _passthrough_params()
     if driving.min_side and driving.size is not None:
-        output_params = ['-vf', f'scale={driving.size[0]}:{driving.size[1]}:flags=lanczos']
+        output_params += ['-vf', f'scale={driving.size[0]}:{driving.size[1]}:flags=lanczos']
     try:
         reader = imageio_ffmpeg.read_frames(str(path), pix_fmt='rgb24', output_params=output_params)
         with _quiet_imageio_ffmpeg():

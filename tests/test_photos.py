@@ -511,9 +511,35 @@ def test_video_header_parsing_old_and_new_ffmpeg():
            '      displaymatrix: rotation of -90.00 degrees\n  Stream #0:1: Audio: aac\n')
     old = ('    Stream #0:0(und): Video: h264 (avc1 / 0x31637661), yuv420p, 1280x720, 8000 kb/s, 30 fps, 30 tbr\n'
            '    Metadata:\n      rotate          : 270\n')
-    assert image_io._parse_video_header(new) == dict(size=(1920, 1080), fps=29.97, rotation=90)
-    assert image_io._parse_video_header(old) == dict(size=(1280, 720), fps=30.0, rotation=270)
+    assert image_io._parse_video_header(new) == dict(size=(1920, 1080), fps=29.97, rotation=90,
+                                                     variable_timing=False)
+    assert image_io._parse_video_header(old) == dict(size=(1280, 720), fps=30.0, rotation=270,
+                                                     variable_timing=False)
     assert image_io._parse_video_header('  Stream #0:0: Audio: mp3\n') is None
+    phone = '  Stream #0:0: Video: h264 (High), yuv420p, 1080x1920, 29.83 fps, 30 tbr, 90k tbn\n'
+    assert image_io._parse_video_header(phone)['variable_timing'] is True
+
+
+@pytest.mark.parametrize('average, base, variable', [(30, 30, False), (29.97, 29.97, False), (25, 50, False),
+                                                     (27.3, 30, True), (2.19, 25, True), (None, 30, False)])
+def test_variable_frame_rate_rule(average, base, variable):
+    assert image_io._variable_rate(average, base) is variable
+
+
+def test_driving_variable_frame_rate_video_reads_each_frame_once(tmp_path):
+    """A phone-like clip with every tenth frame dropped (27 frames in 1 s, stored with their own
+    timestamps): ffmpeg would fill it up to 30 fps with repeats; every stored frame comes once."""
+    path = tmp_path / 'vfr.mp4'
+    proc = subprocess.run([_ffmpeg(), '-y', '-loglevel', 'error', '-f', 'lavfi', '-i', 'testsrc=size=64x48:rate=30',
+                           '-t', '1', '-vf', "select='not(eq(mod(n\\,10)\\,9))'", '-fps_mode', 'vfr',
+                           '-c:v', 'libx264', '-pix_fmt', 'yuv420p', str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f'the bundled ffmpeg cannot write a variable-rate clip: {proc.stderr.strip()[-200:]}')
+    driving = image_io.open_driving(path)
+    frames = list(driving)
+    assert driving.num_frames == 27 and len(frames) == 27
+    assert driving.variable_timing is True and driving.fps == pytest.approx(27, rel=0.05)
+    assert image_io.open_driving(_write_clip(tmp_path / 'cfr.mp4', _clip_frames(3), fps=10)).variable_timing is False
 
 
 @pytest.mark.parametrize('suffix,kwargs', [('.gif', {}), ('.webp', dict(lossless=True))])
