@@ -455,8 +455,13 @@ class AnimationRun:
         return self.frames_dir / f'{FRAME_NAME.format(index)}.png'
 
     def load_frame(self, index: int) -> dict:
-        with np.load(self.frames_dir / f'{FRAME_NAME.format(index)}.npz') as data:
-            return {k: data[k] for k in data.files}
+        path = self.frames_dir / f'{FRAME_NAME.format(index)}.npz'
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except Exception as exc:  # written atomically by save_frame: damaged from outside (a partial copy)
+            raise UserError(f'{path}: a finished frame\'s file is damaged ({exc.__class__.__name__}); delete it '
+                            f'(and the frames after it) to redo it, or rerun with --no-resume') from None
 
     def save_frame(self, index: int, image: np.ndarray, **arrays) -> None:
         # The NPZ is written last: a frame counts as finished only when both files exist.
@@ -1269,7 +1274,8 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
                          'total': timer.as_dict()['total']}
     report['environment'] = environment()
     image_io.save_json(out / 'report.json', report)
-    click.echo(f'{report["num_frames"]} frames; outputs in {out}', err=True)
+    n = report["num_frames"]
+    click.echo(f'{n} frame{"s" if n != 1 else ""}; outputs in {out}', err=True)
 
 
 if __name__ == '__main__':

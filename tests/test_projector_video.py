@@ -293,6 +293,20 @@ def test_interrupted_run_resumes_to_the_same_result(identity_run, identity_args,
     assert video_info(out / 'animation.mp4')[0] == NUM_FRAMES + NUM_FRAMES - 1
 
 
+def test_a_damaged_frame_file_is_one_error_line_on_resume(identity_run, identity_args, tmp_path):
+    """A frame's .npz cut short from outside (a partial copy): the resume names the file and the way out."""
+    out = tmp_path / 'anim'
+    shutil.copytree(identity_run['outdir'], out)
+    damaged = out / 'frames' / 'frame_00001.npz'
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    (out / 'report.json').unlink()
+    code, _, err = invoke(projector_video.main, identity_args + ['--outdir', out])
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]
+    assert 'Traceback' not in err and last.startswith('error:')
+    assert 'frame_00001.npz' in last and '--no-resume' in last
+
+
 def test_changed_settings_refuse_to_resume_and_no_resume_starts_over(identity_run, identity_args, tmp_path,
                                                                      monkeypatch):
     out = tmp_path / 'anim'
