@@ -644,6 +644,7 @@ class DrivingInput:
     size: Optional[Tuple[int, int]] = None     # (width, height) of the frames, when known before reading
     rotation: int = 0
     variable_timing: bool = False
+    warning: Optional[str] = None              # e.g. fewer frames than the header's duration promises
     what: str = '--driving'
     min_side: Optional[int] = None
     _files: List[Path] = field(default_factory=list, repr=False)
@@ -663,9 +664,12 @@ class DrivingInput:
 
     def info(self) -> dict:
         """JSON-ready description, for reports."""
-        return dict(path=str(self.path), kind=self.kind, fps=self.fps, num_frames=self.num_frames,
-                    size=list(self.size) if self.size else None, rotation=self.rotation,
-                    variable_timing=self.variable_timing)
+        out = dict(path=str(self.path), kind=self.kind, fps=self.fps, num_frames=self.num_frames,
+                   size=list(self.size) if self.size else None, rotation=self.rotation,
+                   variable_timing=self.variable_timing)
+        if self.warning:
+            out['warning'] = self.warning
+        return out
 
 
 def open_driving(path: PathLike, what: str = '--driving', min_side: Optional[int] = None) -> DrivingInput:
@@ -822,9 +826,32 @@ def _variable_rate(average: Optional[float], base: Optional[float]) -> bool:
     return abs(ratio - round(ratio)) > 0.005 * ratio or round(ratio) == 0
 
 
+def _container_seconds(text: str) -> Optional[float]:
+    """The ``Duration: HH:MM:SS.ss`` ffmpeg reads from a file's header (None when it gives none)."""
+    import re
+    match = re.search(r'Duration: (\d+):(\d+):(\d+(?:\.\d+)?)', text)
+    if not match:
+        return None
+    seconds = int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3))
+    return seconds if seconds > 0 else None
+
+
+def _missing_frames_warning(num_frames: Optional[int], fps: Optional[float], seconds: Optional[float]) -> Optional[str]:
+    """A note when far fewer frames decode than the header's duration promises: a file cut short
+    (an interrupted copy or download) still plays its first part, so this is said, not refused."""
+    if not num_frames or not fps or not seconds:
+        return None
+    promised = seconds * fps
+    if num_frames >= 0.9 * promised - 1:
+        return None
+    return (f'only {num_frames} frames can be read, though the header promises about {promised:.0f} '
+            f'({seconds:.2f} s at {fps:g} fps): a truncated or damaged file? The animation uses the {num_frames}')
+
+
 def _open_video(path: Path, what: str, min_side: Optional[int]) -> DrivingInput:
     try:
-        header = _parse_video_header(_ffmpeg_header(path))
+        text = _ffmpeg_header(path)
+        header = _parse_video_header(text)
     except Exception as exc:  # ffmpeg missing or failing
         raise UserError(f'{what}: not a readable video: {path} ({exc.__class__.__name__})') from None
     if header is None:
@@ -841,8 +868,9 @@ def _open_video(path: Path, what: str, min_side: Optional[int]) -> DrivingInput:
     except Exception:
         pass
     return DrivingInput(path=path, kind='video', fps=header['fps'] or 30.0, num_frames=num_frames, size=size,
-                        rotation=header['rotation'], variable_timing=header['variable_timing'], what=what,
-                        min_side=min_side)
+                        rotation=header['rotation'], variable_timing=header['variable_timing'],
+                        warning=_missing_frames_warning(num_frames, header['fps'], _container_seconds(text)),
+                        what=what, min_side=min_side)
 
 
 def _passthrough_params() -> List[str]:

@@ -1231,6 +1231,8 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
         source = image_io.open_driving(driving, '--driving')
     else:
         source = image_io.open_driving(target_landmarks_folder, '--target_landmarks_folder')
+    if source.warning:
+        click.echo(f'warning: --driving {source.path}: {source.warning}', err=True)
     fps = fps if fps is not None else (source.fps or 30.0)
     check_outdir_writable(outdir)
     dev = pick_device(device)

@@ -520,6 +520,28 @@ def test_video_header_parsing_old_and_new_ffmpeg():
     assert image_io._parse_video_header(phone)['variable_timing'] is True
 
 
+def test_driving_video_cut_short_is_read_with_a_warning(tmp_path):
+    """A clip whose second half is missing (an interrupted copy): its first part is used, and the
+    header's promise of more frames is said."""
+    whole = tmp_path / 'whole.mp4'
+    noise = "nullsrc=s=64x48:r=30,geq=lum='random(1)*255':cb=128:cr=128"  # every frame costs about as much
+    proc = subprocess.run([_ffmpeg(), '-y', '-loglevel', 'error', '-f', 'lavfi', '-i', noise,
+                           '-t', '1', '-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-movflags', '+faststart',
+                           str(whole)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f'the bundled ffmpeg cannot write the clip: {proc.stderr.strip()[-200:]}')
+    assert image_io.open_driving(whole).warning is None
+    cut = tmp_path / 'cut.mp4'
+    data = whole.read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    driving = image_io.open_driving(cut)
+    frames = list(driving)
+    assert 0 < len(frames) < 27
+    assert 'truncated' in driving.warning and 'about 30' in driving.warning
+    assert driving.info()['warning'] == driving.warning
+    assert image_io._missing_frames_warning(29, 30.0, 1.0) is None      # a frame short of the header: normal
+
+
 @pytest.mark.parametrize('average, base, variable', [(30, 30, False), (29.97, 29.97, False), (25, 50, False),
                                                      (27.3, 30, True), (2.19, 25, True), (None, 30, False)])
 def test_variable_frame_rate_rule(average, base, variable):
