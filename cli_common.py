@@ -3,7 +3,7 @@
 Errors a user can cause (``dnnlib.util.UserError`` and click's usage errors) end the program
 with one line on stderr and exit status 2, never a traceback; so does an output file that cannot
 be written (``image_io.atomic_path``). Other refusals of the system (``OSError``) end with one
-line and exit status 1.
+line and exit status 1. An output folder the failed command created and left empty is removed.
 """
 
 from __future__ import annotations
@@ -30,25 +30,32 @@ def run(command: click.Command, args=None) -> None:
     """
     import cpu_memory
     cpu_memory.keep_freed_memory()
+    _created_outdirs.clear()
     try:
         command.main(args=args, standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo('error: interrupted', err=True)
-        sys.exit(130)
+        _fail(130, 'interrupted')
     except KeyboardInterrupt:
-        click.echo('error: interrupted; finished outputs are complete, unfinished ones were discarded', err=True)
-        sys.exit(130)
+        _fail(130, 'interrupted; finished outputs are complete, unfinished ones were discarded')
     except click.ClickException as exc:
-        click.echo(f'error: {_one_line(exc.format_message())}', err=True)
-        sys.exit(2)
+        _fail(2, exc.format_message())
     except UserError as exc:
-        click.echo(f'error: {_one_line(str(exc))}', err=True)
-        sys.exit(2)
+        _fail(2, str(exc))
     except OSError as exc:  # the system refused (disk, permissions, a file gone): one line, not a traceback
         what = f'{exc.filename}: ' if exc.filename else ''
-        click.echo(f'error: {what}{_one_line(exc.strerror or str(exc) or exc.__class__.__name__)}', err=True)
-        sys.exit(1)
+        _fail(1, f'{what}{exc.strerror or str(exc) or exc.__class__.__name__}')
     sys.exit(0)
+
+
+def _fail(status: int, message: str) -> None:
+    """End a failed command: its one ``error:`` line, the output folders it created and left empty
+    removed (a late error, such as a look without a face, leaves nothing behind), ``status``."""
+    for folder in reversed(_created_outdirs):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only succeeds while empty
+    _created_outdirs.clear()
+    click.echo(f'error: {_one_line(message)}', err=True)
+    sys.exit(status)
 
 
 def _one_line(text: str) -> str:
@@ -80,11 +87,18 @@ def pick_device(name: Optional[str]):
     return device
 
 
+# Folders ``prepare_outdir`` created during the running command (outermost first): removed again if
+# the command fails and leaves them empty.
+_created_outdirs: List[Path] = []
+
+
 def prepare_outdir(path: str) -> Path:
     """Create ``path`` (and parents) and check that files can be written there."""
     outdir = Path(path)
+    missing = [p for p in (outdir, *outdir.parents) if not p.exists()]
     try:
         outdir.mkdir(parents=True, exist_ok=True)
+        _created_outdirs.extend(reversed(missing))
         with tempfile.NamedTemporaryFile(dir=outdir, prefix='.write-test-'):
             pass
     except OSError as exc:

@@ -563,3 +563,4 @@ def test_interrupt_leaves_nothing_half_written(args, tmp_path, monkeypatch):
     assert 'proj.png' not in names
     assert [n for n in names if n.startswith('.')] == []
     assert names == []
+    assert not out.exists()  # the folder the run created, left empty, is removed too
