@@ -267,13 +267,14 @@ def given_on_command_line(name: str) -> bool:
                                                  click.core.ParameterSource.DEFAULT_MAP)
 
 
-def check_align_options(align: bool, face_index: int, detector_weights: Optional[str]) -> None:
+def check_align_options(align: bool, face_index: int, detector: str, detector_weights: Optional[str]) -> None:
     """``--face-index``, ``--detector`` and ``--detector-weights`` choose how faces are found for
-    ``--align``; given without it they would do nothing, so that is a usage error."""
+    ``--align``; given without it they would do nothing, so that is a usage error (``--detector none``,
+    which asks for no detector, agrees with no alignment)."""
     if align:
         return
     given = [name for name, used in (('--face-index', face_index != 0),
-                                     ('--detector', given_on_command_line('detector')),
+                                     ('--detector', detector != 'none' and given_on_command_line('detector')),
                                      ('--detector-weights', detector_weights is not None)) if used]
     if given:
         raise UserError(f'{", ".join(given)} only appl{"ies" if len(given) == 1 else "y"} with --align')

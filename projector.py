@@ -342,7 +342,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     groups = landmark_targets.retarget_groups_option(retarget, retarget_groups)  # checked even without --retarget
     groups = groups if retarget else None
     landmark_targets.parse_frame(landmarks_frame)
-    cli_common.check_align_options(align, face_index, detector_weights)
+    cli_common.check_align_options(align, face_index, detector, detector_weights)
     cli = dict(network=network_pkl, num_steps=num_steps, lpips_weight=lpips_weight, landmark_weight=landmark_weight,
                landmark_weights=landmark_weights, seed=seed, save_video=save_video, d_loss=d_loss, d_weight=d_weight,
                id_weight=id_weight, id_weights=id_weights, no_identity=no_identity, need_identity=need_identity,

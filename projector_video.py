@@ -1212,7 +1212,7 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     Writes animation.mp4, side_by_side.mp4, frames/, latents.npz and report.json into --outdir.
     """
     timer = PhaseTimer()
-    cli_common.check_align_options(align, face_index, detector_weights)
+    cli_common.check_align_options(align, face_index, detector, detector_weights)
     settings = AnimationSettings(mode=mode, schedule=schedule, num_steps_first=num_steps_first, num_steps=num_steps,
                                  lpips_weight=lpips_weight, lpips_weight_second=lpips_weight_second,
                                  landmark_weight=landmark_weight, landmark_weights=parse_group_weights(landmark_weights),

@@ -139,7 +139,7 @@ def test_malformed_landmark_file(case, tiny_pkl, fan_weights, vgg_weights, face_
                                            # options that would do nothing here are refused, not ignored
                                            (['--landmarks-frame', '64,64'], 'landmark file'),
                                            (['--face-index', '1'], '--align'),
-                                           (['--detector', 'none'], '--align'),
+                                           (['--detector', 'sfd'], '--align'),
                                            (['--detector-weights', 's3fd.pth', '--face-index', '1'],
                                             '--face-index, --detector-weights only apply with --align'),
                                            (['--seed', '-1'], '--seed'),
