@@ -115,12 +115,15 @@ def load_target(path: str, faces: FaceLandmarks, look: np.ndarray, resolution: i
         if image is None:
             image = image_io.centre_crop_resize(image_io.load_image(path, what), resolution)
         misc.assert_shape(image, [resolution, resolution, 3])
-        # The target's points are read exactly as the heat-map loss reads its target: in the box
-        # of ``FaceLandmarks.face_box`` (which ``loss`` then reuses). So landmarks.json, summary.png
-        # and landmark_error_to_used_target show the points the loss aims at, and that error
-        # equals landmark_error.
-        box = faces.face_box(image_io.to_tensor(image, faces.device))
-        points = faces.landmarks(image, box, source=path)[0]
+        if retarget_groups is None:
+            # The target's points are read exactly as the heat-map loss reads its target: in the box
+            # of ``FaceLandmarks.face_box`` (which ``loss`` then reuses). So landmarks.json, summary.png
+            # and landmark_error_to_used_target show the points the loss aims at, and that error
+            # equals landmark_error.
+            box = faces.face_box(image_io.to_tensor(image, faces.device))
+            points = faces.landmarks(image, box, source=path)[0]
+        else:  # retargeted: read as the look's points are, so that the two are aligned like with like
+            points = framed_landmarks(faces, image, path)
         kind = 'image'
     used = np.asarray(points, dtype=np.float64)
     groups = None
