@@ -546,15 +546,25 @@ def test_draw_landmarks():
 
 
 def test_bf16_heatmaps_same_in_channels_last(fan, monkeypatch):
-    # On an AMX CPU FAN's input is NHWC under bf16 autocast (torch_utils.misc.conv_layout); forcing that path
-    # on any CPU with native bf16 kernels gives the heat maps of the NCHW path.
+    # On an AMX CPU FAN's input is NHWC under bf16 autocast (torch_utils.misc.conv_layout); that path
+    # gives the heat maps of the NCHW path. Compared on 64x64 crops (FAN is fully convolutional):
+    # at 256x256 one bf16 forward takes about 45 s on a CPU without native bf16 kernels.
     from torch_utils import misc
-    monkeypatch.setattr(ll.precision_mod, 'cpu_supports_bf16', lambda: True)  # FAN in bf16, not the fp32 fallback
-    crops = torch.rand([1, 3, ll.CROP_SIZE, ll.CROP_SIZE], generator=torch.Generator().manual_seed(0))
+    crops = torch.rand([1, 3, 64, 64], generator=torch.Generator().manual_seed(0))
     results = {}
     for amx in (False, True):
         monkeypatch.setattr(misc, 'cpu_has_amx', lambda amx=amx: amx)
         with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
-            results[amx] = ll.fan_heatmaps(fan, crops).float()
+            x = misc.conv_layout(crops)
+            assert x.is_contiguous(memory_format=torch.channels_last) is amx
+            results[amx] = fan(x)[-1].float()
     scale = float(results[False].abs().max())
     torch.testing.assert_close(results[True], results[False], atol=2e-2 * scale, rtol=0)
+    # fan_heatmaps takes that layout wherever bf16 kernels are native (elsewhere FAN runs in fp32).
+    seen = []
+    monkeypatch.setattr(ll.precision_mod, 'cpu_supports_bf16', lambda: True)
+    monkeypatch.setattr(misc, 'conv_layout', lambda x: seen.append(x) or x)
+    stub = lambda x: [torch.zeros(x.shape[0], ll.NUM_LANDMARKS, ll.HEATMAP_SIZE, ll.HEATMAP_SIZE)]  # noqa: E731
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        ll.fan_heatmaps(stub, torch.zeros(1, 3, ll.CROP_SIZE, ll.CROP_SIZE))
+    assert len(seen) == 1
