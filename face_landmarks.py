@@ -117,7 +117,8 @@ def load_s3fd(weights: Optional[str] = None, device: Union[str, torch.device] = 
     try:
         detector = SFDDetector(str(torch.device(device)), path_to_detector=weights)
     except RuntimeError as exc:
-        raise UserError(f'--detector-weights: not S3FD weights ({str(exc).splitlines()[0]})') from None
+        raise UserError(f'--detector-weights {weights or S3FD_URL}: not S3FD weights '
+                        f'({misc.state_dict_mismatch(exc)})') from None
 
     def detect(image: np.ndarray):
         with torch.no_grad():

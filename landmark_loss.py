@@ -116,7 +116,7 @@ def load_fan(weights: Optional[str] = None, device: Union[str, torch.device] = '
     try:
         fan.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise UserError(f'{weights or FAN_URL}: FAN weights do not fit: {str(exc).splitlines()[0]}') from None
+        raise UserError(f'{weights or FAN_URL}: FAN weights do not fit: {misc.state_dict_mismatch(exc)}') from None
     return fan.eval().requires_grad_(False).to(device)
 
 

@@ -39,6 +39,7 @@ import legacy_tf
 import networks
 from networks import stylegan3
 from dnnlib.util import UserError
+from torch_utils import misc
 
 
 class NetworkLoadError(UserError):
@@ -103,8 +104,9 @@ def _load_storage(data: bytes):
     try:
         storage = torch.load(io.BytesIO(data), weights_only=True, map_location='cpu')
     except Exception as exc:  # the weights-only unpickler refuses anything but tensor data
-        raise NetworkLoadError(f'storage payload is not tensor data ({type(exc).__name__}: '
-                               f'{str(exc).splitlines()[0] if str(exc) else ""})') from None
+        # (torch's own message goes on to suggest weights_only=False, which is what this refuses)
+        raise NetworkLoadError(f'refused: a storage payload in the file is not plain tensor data '
+                               f'({type(exc).__name__})') from None
     if not isinstance(storage, (torch.UntypedStorage, torch.TypedStorage)):
         raise NetworkLoadError(f'storage payload holds a {type(storage).__name__}, not a storage')
     return storage
@@ -418,7 +420,7 @@ def build_module(record: PersistentRecord) -> torch.nn.Module:
         module.load_state_dict({k: v.detach() for k, v in tensors.items()}, strict=True)
     except RuntimeError as exc:
         raise NetworkLoadError(f'{record.class_name} in the file does not match ours: '
-                               f'{str(exc).splitlines()[0]}') from None
+                               f'{misc.state_dict_mismatch(exc)}') from None
     return module.eval().requires_grad_(False)
 
 
@@ -455,8 +457,8 @@ class _PrefixedReader(io.RawIOBase):
 
 def _peek_protocol(f: BinaryIO):
     """The pickle protocol ``f`` declares (its ``PROTO`` opcode; 0-1 have none) and a stream to read from."""
-    head = f.read(2)
-    protocol = head[1] if len(head) == 2 and head[0] == 0x80 else (0 if head else None)
+    head = f.read(4)
+    protocol = head[1] if len(head) >= 2 and head[0] == 0x80 else (0 if head else None)
     return protocol, io.BufferedReader(_PrefixedReader(head, f), buffer_size=1 << 20)
 
 
@@ -500,6 +502,12 @@ def load_network_pkl(f: Union[BinaryIO, bytes]) -> dict:
     if isinstance(f, (bytes, bytearray)):
         f = io.BytesIO(f)
     protocol, stream = _peek_protocol(f)
+    magic = stream.peek(4)[:4]  # at least the 4 bytes _peek_protocol put back
+    if magic.startswith(b'PK\x03\x04'):
+        raise NetworkLoadError('a zip archive, not a network pickle (a PyTorch checkpoint saved with torch.save, '
+                               'such as a rosinality .pt, is not a StyleGAN2-ADA / StyleGAN3 / TensorFlow pickle)')
+    if magic.startswith(b'\x1f\x8b'):
+        raise NetworkLoadError('gzip-compressed: decompress it first (gunzip), then pass the .pkl')
     try:
         data = _materialize(_RestrictedUnpickler(stream).load())
     except NetworkLoadError:
@@ -509,6 +517,16 @@ def load_network_pkl(f: Union[BinaryIO, bytes]) -> dict:
     except Exception as exc:
         raise NetworkLoadError(f'not a network pickle ({type(exc).__name__}: {exc})') from None
 
+    try:
+        return _networks(data, protocol)
+    except NetworkLoadError:
+        raise
+    except Exception as exc:  # malformed contents (a string for a weight, a number for a name)
+        raise NetworkLoadError(f'malformed network pickle ({type(exc).__name__}: {exc})') from None
+
+
+def _networks(data: Any, protocol: Optional[int]) -> dict:
+    """``load_network_pkl``'s result from the unpickled ``data``."""
     result = _from_tf(data)
     if result is not None:
         result['family'] = 'tf'
@@ -600,9 +618,16 @@ def _main():
           python legacy.py --info ffhq.pkl
           python -m legacy https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks/stylegan2-ffhq-config-f.pkl
         """
+        failed = []
         for path in files:
-            with dnnlib.util.open_url(path) as f:
-                data = load_network_pkl(f)
+            try:
+                with dnnlib.util.open_url(path) as f:
+                    data = load_network_pkl(f)
+            except UserError as exc:  # say which file, and go on with the others
+                text = str(exc)
+                failed.append(text if path in text else f'{path}: {text}')
+                click.echo(f'error: {" ".join(failed[-1].split())}', err=True)
+                continue
             rows = describe(data)
             if as_json:
                 for row in rows:
@@ -611,6 +636,8 @@ def _main():
                 click.echo(f'{path}:')
                 for row in rows:
                     click.echo('  ' + _info_line(row))
+        if failed:
+            raise SystemExit(2)
     return main
 
 

@@ -154,7 +154,8 @@ class PerceptualLoss(torch.nn.Module):
             try:
                 block.load_state_dict(sub, strict=True)
             except RuntimeError as exc:
-                raise UserError(f'VGG16 weights do not fit: {str(exc).splitlines()[0]}') from None
+                raise UserError(f'{vgg_weights or VGG16_URL}: VGG16 weights do not fit: '
+                                f'{misc.state_dict_mismatch(exc)}') from None
         self.model = model.eval().requires_grad_(False).to(device)
         self._target_feats: Optional[List[torch.Tensor]] = None
         self.eval()

@@ -185,5 +185,5 @@ def open_url(
 def _open_local(path: str, return_filename: bool) -> Union[IO[bytes], str]:
     """Open (or just validate) a local file, raising UserError when it does not exist."""
     if not os.path.isfile(path):
-        raise UserError(f"file not found: {path}")
+        raise UserError(f"{path} is a folder, not a file" if os.path.isdir(path) else f"file not found: {path}")
     return path if return_filename else open(path, "rb")

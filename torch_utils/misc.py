@@ -29,18 +29,35 @@ def pick_device(requested: Optional[str] = None) -> torch.device:
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
 
+def state_dict_mismatch(exc: BaseException, limit: int = 300) -> str:
+    """What ``load_state_dict`` found wrong, in one line: its first specific line (``Missing key(s)
+    in state_dict: ...``, ``size mismatch for ...``) rather than its header, shortened to ``limit``."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = lines[1] if len(lines) > 1 else (lines[0] if lines else exc.__class__.__name__)
+    return detail if len(detail) <= limit else detail[:limit - 3] + '...'
+
+
+def _check_finite(state: dict, source: str, what: str) -> None:
+    from dnnlib.util import UserError
+    for name, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise UserError(f'{source}: the {what} hold NaN or infinite values ({name}): a damaged file?')
+
+
 def load_state_dict(path: Optional[str], url: str, option: str, what: str):
     """A state dict from a local file (``path``) or, when ``path`` is None, from ``url`` via torch's hub cache.
 
     Reads with ``weights_only=True``; unwraps a ``{'state_dict': ...}`` checkpoint. Returns
     ``(state_dict, source)``. Every failure is a ``UserError`` naming ``option`` (and, for the
-    download, the URL), so offline users know which local file to pass.
+    download, the URL), so offline users know which local file to pass; a damaged copy in the hub
+    cache is named, with the advice to delete it. Weights with NaN or infinite values are refused.
     """
     import os
     from dnnlib.util import UserError
     if path is not None:
         if not os.path.isfile(path):
-            raise UserError(f'{option}: file not found: {path}')
+            raise UserError(f'{option}: {path} is a folder, not a file' if os.path.isdir(path)
+                            else f'{option}: file not found: {path}')
         try:
             try:  # memory-mapped where the file format allows it (large checkpoints load lazily)
                 state = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
@@ -50,16 +67,23 @@ def load_state_dict(path: Optional[str], url: str, option: str, what: str):
             raise UserError(f'{option}: {path} is not a PyTorch state dict ({exc.__class__.__name__})') from None
         source = path
     else:
+        import urllib.parse
+        cached = os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(urllib.parse.urlparse(url).path))
+        was_cached = os.path.isfile(cached)
         try:
             state = torch.hub.load_state_dict_from_url(url, map_location='cpu', progress=True, weights_only=True)
         except Exception as exc:
+            if was_cached:
+                raise UserError(f'the cached {what} {cached} cannot be read ({exc.__class__.__name__}): a damaged '
+                                f'copy? Delete it to download it again, or pass a good file with {option} PATH') from None
             raise UserError(f'could not get the {what} from {url} ({exc.__class__.__name__}); download that file '
                             f'elsewhere and pass it with {option} PATH') from None
-        source = url
+        source = cached if os.path.isfile(cached) else url
     if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
         state = state['state_dict']
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f'{source}: not a {what} state dict')
+    _check_finite(state, source, what)
     return state, source
 
 
