@@ -65,7 +65,11 @@ def load_networks(network_pkl: str, device: torch.device, fan_weights: Optional[
         try:
             data = legacy.load_network_pkl(f)
         except legacy.NetworkLoadError as exc:
-            raise legacy.NetworkLoadError(f'--network {network_pkl}: {exc}') from None
+            where = ''
+            if dnnlib.util.is_url(network_pkl) and not network_pkl.lower().startswith('file:'):
+                where = (f' (read from the cached download {dnnlib.util.cached_path(network_pkl)}: delete it to '
+                         f'download the file again)')
+            raise legacy.NetworkLoadError(f'--network {network_pkl}: {exc}{where}') from None
     G = data['G_ema'] if data['G_ema'] is not None else data['G']
     if G is None:
         raise legacy.NetworkLoadError(f'{network_pkl} holds no generator')

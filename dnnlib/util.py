@@ -88,6 +88,12 @@ def _cache_file_name(url: str) -> str:
     return f"{digest}_{base}"
 
 
+def cached_path(url: str, cache_dir: Optional[str] = None) -> str:
+    """Where ``open_url`` keeps its copy of the http(s) ``url``: ``<cache_dir>/<hash>_<basename>``
+    (default cache dir: ``make_cache_dir_path('downloads')``)."""
+    return os.path.join(cache_dir or make_cache_dir_path("downloads"), _cache_file_name(url))
+
+
 def _download(url: str, dest: str, cache_dir: str, timeout: float, verbose: bool) -> None:
     """Fetch ``url`` into ``dest`` atomically; raise _RetryableError or DownloadError on failure."""
     import requests
@@ -101,6 +107,9 @@ def _download(url: str, dest: str, cache_dir: str, timeout: float, verbose: bool
                     raise _RetryableError(f"HTTP {resp.status_code} {resp.reason}")
                 if resp.status_code >= 400:
                     raise DownloadError(_failure_message(url, f"HTTP {resp.status_code} {resp.reason}"))
+                if resp.headers.get("Content-Type", "").lower().startswith("text/html"):
+                    # a login, proxy or captive-portal page (or a file host's warning page): never cache it
+                    raise DownloadError(_failure_message(url, "the server sent a web page, not the file"))
                 length = resp.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
                 received = 0
@@ -116,6 +125,9 @@ def _download(url: str, dest: str, cache_dir: str, timeout: float, verbose: bool
             raise _RetryableError(f"{type(exc).__name__}: {exc}") from exc
         except requests.RequestException as exc:
             raise DownloadError(_failure_message(url, f"{type(exc).__name__}: {exc}")) from exc
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp.name, 0o666 & ~umask)  # readable as any other file (a shared cache), not 0600
         os.replace(tmp.name, dest)
     finally:
         if os.path.exists(tmp.name):
@@ -162,7 +174,7 @@ def open_url(
         return _open_local(_file_url_to_path(url), return_filename)
 
     cache_dir = cache_dir or make_cache_dir_path("downloads")
-    dest = os.path.join(cache_dir, _cache_file_name(url))
+    dest = cached_path(url, cache_dir)
     if not (cache and os.path.isfile(dest)):
         try:
             os.makedirs(cache_dir, exist_ok=True)

@@ -87,3 +87,17 @@ def test_a_damaged_cached_download_is_named(tmp_path, monkeypatch):
         misc.load_state_dict(None, 'https://example.invalid/models/fan.pth', '--fan-weights', 'FAN weights')
     message = str(info.value)
     assert str(cached) in message and 'Delete it' in message and '--fan-weights' in message
+
+
+def test_a_bad_cached_network_download_is_named(tmp_path, monkeypatch):
+    """A cached copy that is no network (a page a proxy sent once): the message says where it is."""
+    import dnnlib
+    from loaders import load_networks
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path))
+    url = 'https://example.invalid/networks/ffhq.pkl'
+    cached = Path(dnnlib.util.cached_path(url))
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b'<html>sign in</html>')
+    with pytest.raises(UserError) as info:
+        load_networks(url, torch.device('cpu'), need_fan=False, need_lpips=False)
+    assert str(cached) in str(info.value) and 'delete it' in str(info.value)

@@ -30,6 +30,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(PAYLOAD)))
             self.end_headers()
             self.wfile.write(PAYLOAD)
+        elif self.path.startswith("/portal/"):  # a login or captive-portal page instead of the file
+            page = b"<html><body>Please sign in</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
         elif self.path.startswith("/short/"):
             self.send_response(200)
             self.send_header("Content-Length", str(len(PAYLOAD) * 2))
@@ -80,6 +87,24 @@ def test_download_caches_then_serves_offline(server, tmp_path):
     stop()
     assert _fetch(url, tmp_path) == PAYLOAD
     assert os.listdir(tmp_path) == files
+
+
+def test_a_web_page_is_refused_and_never_cached(server, tmp_path):
+    base, _, _ = server
+    with pytest.raises(DownloadError, match="sent a web page, not the file"):
+        _fetch(base + "/portal/ffhq.pkl", tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_cached_download_is_readable_by_others_and_where_cached_path_says(server, tmp_path):
+    from dnnlib.util import cached_path
+    base, _, _ = server
+    url = base + "/ok/shared.pkl"
+    path = open_url(url, cache_dir=str(tmp_path), verbose=False, timeout=2, return_filename=True)
+    assert path == cached_path(url, str(tmp_path))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_cache_dir_from_environment(server, tmp_path, monkeypatch):
