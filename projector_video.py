@@ -1226,6 +1226,9 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
         raise UserError('give the driving frames with exactly one of --target_landmarks_folder and --driving')
     if mode == 'identity' and target_look is None:
         raise UserError('identity mode needs --target_look (or use --mode free)')
+    if mode == 'free' and target_look is not None:
+        raise UserError('--mode free takes no --target_look (it has no look: the face comes from the landmarks '
+                        'alone); drop --target_look, or use --mode identity')
     look, look_info = image_io.read_image(target_look, '--target_look') if mode == 'identity' else (None, None)
     if driving is not None:
         source = image_io.open_driving(driving, '--driving')

@@ -5,10 +5,14 @@
 #   bash examples/batch.sh examples/pairs.csv \
 #       --network=https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl --num-steps=500
 #
-# The faster way: `python projector.py --pairs PAIRS.csv [options...]` reads the same CSV and
-# loads the networks once for all rows (this script starts a new process, and loads the
-# networks again, for every row). This script is the plain shell loop, kept for users whose
-# own scripts work that way and as a template for per-row changes.
+# The faster way: `python projector.py --pairs PAIRS.csv [options...]` reads a CSV of the same
+# three columns and loads the networks once for all rows (this script starts a new process, and
+# loads the networks again, for every row). They differ in the rest: --pairs refuses columns it
+# does not know and applies its optional columns (seed, lpips_weight, landmark_weight,
+# landmark_weights) per row, which this script ignores; and --pairs redoes a complete row whose
+# report.json names other inputs or settings, while this script only checks that the files exist.
+# This script is the plain shell loop, kept for users whose own scripts work that way and as a
+# template for per-row changes.
 #
 # PAIRS.csv: a header row with the columns look,landmarks,outdir (other columns are ignored),
 # then one row per projection. Paths are relative to the CSV file's folder (absolute paths and

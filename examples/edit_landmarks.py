@@ -2,8 +2,9 @@
 
     python examples/edit_landmarks.py IN.json OUT.json --open-mouth 0.3 --raise-brows 0.1
 
-``IN`` is any landmark file ``projector.py`` reads (``landmarks.json`` of a run, ``FILE.json#look``,
-``.npy``, ``.pts``); ``OUT`` is a ``{"size": [W, H], "landmarks": [...]}`` JSON file for
+``IN`` is a landmark file that names its frame (``size``): ``landmarks.json`` or
+``target_landmarks_used.json`` of a run, ``FILE.json#look``, an ``.npz`` with ``size`` (``.npy`` and
+``.pts`` files name none, so they are refused); ``OUT`` is a ``{"size": [W, H], "landmarks": [...]}`` JSON file for
 ``--target_landmarks``. Amounts are fractions of the outer-eye-corner distance (points 36 and 45):
 ``--open-mouth`` moves the lower lip (outer 55-59, inner 65-67) and the chin (jaw 6-10, half as
 far) down; ``--raise-brows`` moves both eyebrows (17-26) up.

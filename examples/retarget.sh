@@ -36,7 +36,7 @@ failed=0
 project() {  # name, then the run's own options
     local name="$1"; shift
     local out="$OUTDIR/$name"
-    if [ -f "$out/proj.png" ] && [ -f "$out/landmarks.json" ] && [ -f "$out/report.json" ]; then
+    if [ -f "$out/proj.png" ] && [ -f "$out/projected_w.npz" ] && [ -f "$out/report.json" ]; then
         echo "retarget: $name: complete, skipped"
         return 0
     fi
@@ -53,9 +53,14 @@ OPTIONS=("$@")
 project plain --target_landmarks="$LANDMARKS"
 if project retarget --target_landmarks="$LANDMARKS" --retarget; then
     mkdir -p "$OUTDIR"
-    "$PYTHON" "$HERE/edit_landmarks.py" "$OUTDIR/retarget/landmarks.json" "$OUTDIR/open_mouth.json" \
-        --open-mouth=0.3 --raise-brows=0.1 || failed=$((failed + 1))
-    project open_mouth --target_landmarks="$OUTDIR/open_mouth.json"
+    # The retargeted points the run aimed at (written with --retarget, also without landmarks.json).
+    if "$PYTHON" "$HERE/edit_landmarks.py" "$OUTDIR/retarget/target_landmarks_used.json" \
+            "$OUTDIR/open_mouth.json" --open-mouth=0.3 --raise-brows=0.1; then
+        project open_mouth --target_landmarks="$OUTDIR/open_mouth.json"
+    else
+        echo "retarget: open_mouth: the edit FAILED, not projected" >&2
+        failed=$((failed + 1))
+    fi
 fi
 
 "$PYTHON" "$HERE/gallery.py" "$OUTDIR/gallery.png" --run "$OUTDIR/plain" "landmark image" \

@@ -128,7 +128,8 @@ def memoized_loader(real_loader, calls: Optional[list] = None):
 # A stand-in for python in the examples' tests: fakes projector.py (logs its arguments, writes
 # proj.png, the input PNGs, an empty projected_w.npz, report.json and landmarks.json), runs the rest.
 FAKE_PROJECTOR = '''#!{python}
-"""Fakes projector.py (logs its arguments; writes proj.png, report.json, landmarks.json); runs the rest."""
+"""Fakes projector.py (logs its arguments; writes proj.png, report.json, landmarks.json and with --retarget
+target_landmarks_used.json); runs the rest."""
 import json, os, sys
 from PIL import Image
 sys.path.insert(0, {repo!r})
@@ -144,6 +145,8 @@ if len(sys.argv) > 1 and sys.argv[1].endswith('projector.py'):
     import landmark_targets
     points = landmark_targets.mean_face(600, 600) + 212
     landmark_targets.write_landmark_sets(os.path.join(out, 'landmarks.json'), 1024, points, look=points)
+    if '--retarget' in args:  # as projector.py: the used target on its own
+        landmark_targets.write_landmark_file(os.path.join(out, 'target_landmarks_used.json'), points, 1024)
     json.dump(dict(landmark_error=0.25, lpips_to_look=0.5), open(os.path.join(out, 'report.json'), 'w'))
 else:
     os.execv({python!r}, [{python!r}] + sys.argv[1:])

@@ -235,6 +235,7 @@ def test_fingerprint_has_the_retarget_settings_only_with_retarget():
 
 @pytest.mark.parametrize('extra, needles', [
     (['--mode', 'free', '--retarget'], ['--retarget', 'identity mode']),
+    (['--mode', 'free'], ['--mode free', '--target_look']),            # a look free mode would ignore
     (['--retarget-groups', 'mouth'], ['--retarget-groups', '--retarget']),
     (['--retarget', '--retarget-groups', 'ears'], ['--retarget-groups', 'ears']),
 ])
