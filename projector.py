@@ -285,7 +285,8 @@ Landmark groups for --landmark_weights, in order: """ + ', '.join(LANDMARK_GROUP
                    '--retarget-groups from them.')
 @click.option('--retarget-groups', 'retarget_groups', default=None, metavar='GROUPS',
               help='With --retarget: the groups taken from the target (names as for --landmark_weights, or '
-                   'eyebrows, eyes, nose, lips, all) [default: ' + landmark_targets.DEFAULT_RETARGET_GROUPS_TEXT + '].')
+                   'eyebrows, eyes, nose, lips, mouth, all) [default: '
+                   + landmark_targets.DEFAULT_RETARGET_GROUPS_TEXT.replace(',', ', ') + '].')
 @click.option('--save_landmarks/--no-save_landmarks', 'save_landmarks', default=True, show_default=True,
               help='Write landmarks.json (look, target, used target and projection points; readable as '
                    '--target_landmarks).')

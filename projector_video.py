@@ -1148,7 +1148,9 @@ Examples:
 @click.option('--fps', type=click.FloatRange(min=0, min_open=True, max=1000), default=None,
               help='Frame rate of the driving frames [default: 30 for a folder; a video\'s own].')
 @click.option('--outdir', required=True, metavar='DIR', help='Where to write the outputs.')
-@click.option('--mode', type=click.Choice(['identity', 'free']), default='identity', show_default=True)
+@click.option('--mode', type=click.Choice(['identity', 'free']), default='identity', show_default=True,
+              help='identity: the look of --target_look in every frame; free: no look, the face follows from '
+                   'the landmarks alone.')
 @click.option('--schedule', type=click.Choice(SCHEDULES), default='sequential', show_default=True,
               help='sequential: frame by frame, warm-started; joint: the look first, then all frames together '
                    '(the original projector_video_parallel_v2.py).')
@@ -1158,10 +1160,12 @@ Examples:
               help='Steps for every later frame (sequential) or all frames together (joint).')
 @click.option('--batch-size', 'batch_size', type=int, default=4, show_default=True,
               help='Joint: frames synthesized and evaluated at a time (memory), gradients accumulated.')
-@click.option('--lpips_weight', type=float, default=1.0, show_default=True)
+@click.option('--lpips_weight', type=float, default=1.0, show_default=True,
+              help='Weight of the LPIPS term to the look (identity mode).')
 @click.option('--lpips_weight_second', type=float, default=None,
               help='Joint: LPIPS weight of stage 2 [default: --lpips_weight].')
-@click.option('--landmark_weight', type=float, default=0.1, show_default=True)
+@click.option('--landmark_weight', type=float, default=0.1, show_default=True,
+              help='Weight of the heat-map term to each driving frame\'s landmarks.')
 @click.option('--landmark_weights', default=DEFAULT_GROUP_WEIGHTS_TEXT, show_default=True,
               metavar='W1,..,W9', help='Nine group weights: ' + ', '.join(LANDMARK_GROUPS) + '.')
 @click.option('--retarget', is_flag=True, default=False,
@@ -1169,7 +1173,8 @@ Examples:
                    'since driving frame 0, so the look keeps its face shape (writes target_landmarks_used.json).')
 @click.option('--retarget-groups', 'retarget_groups', default=None, metavar='GROUPS',
               help='With --retarget: the groups the driver moves, comma-separated (' + ', '.join(LANDMARK_GROUPS) +
-                   '; or eyebrows, eyes, nose, lips, mouth, all) [default: ' + DEFAULT_RETARGET_GROUPS_TEXT + '].')
+                   '; or eyebrows, eyes, nose, lips, mouth, all) [default: '
+                   + DEFAULT_RETARGET_GROUPS_TEXT.replace(',', ', ') + '].')
 @click.option('--latent_distance', type=click.Choice(LATENT_DISTANCES), default=DEFAULT_LATENT_DISTANCE,
               show_default=True, help='Smoothness / fidelity distance: sum(sqrt((a-b)^2+1e-6)) or ||a-b||.')
 @click.option('--smoothness_weight', type=float, default=None,
@@ -1198,7 +1203,7 @@ Examples:
               help='Whose identity the term keeps: the look, or frame 0\'s result [default: look in identity '
                    'mode, first_frame in free mode].')
 @precision_option
-@click.option('--seed', type=SEED, default=303, show_default=True)
+@click.option('--seed', type=SEED, default=303, show_default=True, help='Random seed (frame i uses seed + i).')
 @click.option('--resume/--no-resume', default=True, show_default=True,
               help='Continue after the last finished frame in --outdir (--no-resume: start over).')
 def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_landmarks_folder, driving, fps, outdir,
