@@ -391,21 +391,41 @@ def _flatten(record: PersistentRecord, prefix: str, tensors: Dict[str, torch.Ten
         _flatten(sub, f'{prefix}{name}.', tensors, classes)
 
 
+def _check_declared_size(cls, record: PersistentRecord, stored: int) -> None:
+    """Refuse arguments that declare a far larger network than the tensors the file holds, before
+    any memory is allocated: a file of a few hundred kilobytes could otherwise make the loader
+    allocate gigabytes (its ``z_dim`` or layer widths edited) only to fail the strict load after.
+
+    The module is built on the ``meta`` device (shapes only). Arguments that cannot be built there
+    are left to the real build, which reports them.
+    """
+    try:
+        with torch.device('meta'):
+            shapes = cls(*copy.deepcopy(record.init_args), **copy.deepcopy(record.init_kwargs)).state_dict()
+    except Exception:  # noqa: BLE001 - the real build below reports bad arguments
+        return
+    declared = sum(t.numel() for t in shapes.values())
+    if declared > 2 * stored + (1 << 20):
+        raise NetworkLoadError(f'{record.class_name} in the file declares {declared:,} weights but holds '
+                               f'{stored:,}: refused before building it')
+
+
 def build_module(record: PersistentRecord) -> torch.nn.Module:
     """Build our module for ``record`` and copy the record's tensors into it (strict)."""
     cls = (_SG3_CLASSES if _is_stylegan3(record) else _NETWORK_CLASSES).get(record.class_name)
     if cls is None:
         raise NetworkLoadError(f'unknown network class {record.class_name!r}: this loader knows '
                                f'{", ".join(sorted(_NETWORK_CLASSES))} (StyleGAN2-ADA)')
+    tensors: Dict[str, torch.Tensor] = {}
+    classes: Dict[str, str] = {}
+    _flatten(record, '', tensors, classes)
+    _check_declared_size(cls, record, sum(t.numel() for t in tensors.values()))
     try:
         module = cls(*copy.deepcopy(record.init_args), **copy.deepcopy(record.init_kwargs))
     except Exception as exc:  # any failure here means arguments that do not describe a network
         raise NetworkLoadError(f'cannot build {record.class_name} from the arguments in the file: '
                                f'{exc.__class__.__name__}: {exc}') from None
 
-    tensors: Dict[str, torch.Tensor] = {}
-    classes: Dict[str, str] = {}
-    _flatten(record, '', tensors, classes)
     for path, class_name in classes.items():
         if path and class_name not in _KNOWN_SUBMODULE_CLASSES:
             raise NetworkLoadError(f'unknown network class {class_name!r} at {path}')

@@ -101,3 +101,13 @@ def test_a_bad_cached_network_download_is_named(tmp_path, monkeypatch):
     with pytest.raises(UserError) as info:
         load_networks(url, torch.device('cpu'), need_fan=False, need_lpips=False)
     assert str(cached) in str(info.value) and 'delete it' in str(info.value)
+
+
+def test_a_network_declaring_far_more_weights_than_it_holds_is_refused_before_building():
+    """Arguments edited to declare huge layers (a 1 MB file made the loader allocate gigabytes): the
+    declared size is read on the meta device, against the tensors stored, before any allocation."""
+    obj = pickle_tools.read_placeholders((DATA / 'tiny-skip.pkl').read_bytes())
+    obj['G_ema']._pk_args[0]['state']['_init_kwargs']['mapping_kwargs']['layer_features'] = 100_000
+    with pytest.raises(legacy.NetworkLoadError,
+                       match=r'declares 6,567,555 weights but holds 69,635: refused before building'):
+        legacy.load_network_pkl(pickle_tools.write_placeholders(obj, 4))
