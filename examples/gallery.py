@@ -94,8 +94,13 @@ def wrap(label: str, size: int) -> List[str]:
 
 
 def gallery(runs: Sequence[Tuple[Path, str]], size: int = 256, inputs: Optional[Path] = None) -> Image.Image:
-    """The gallery image of ``runs`` (folder, label): inputs first, then one tile per run."""
-    inputs = inputs if inputs is not None else runs[0][0]
+    """The gallery image of ``runs`` (folder, label): inputs first, then one tile per run.
+
+    ``inputs``: the folder with target_look.png and target_landmarks.png (default: the first run
+    that has them, so that a failed first run does not grey them out)."""
+    if inputs is None:
+        inputs = next((folder for folder, _ in runs if (folder / 'target_look.png').is_file()
+                       and (folder / 'target_landmarks.png').is_file()), runs[0][0])
     tiles = [(tile(inputs / 'target_look.png', size), ['look']),
              (tile(inputs / 'target_landmarks.png', size), ['landmarks'])]
     for folder, label in runs:
@@ -122,12 +127,14 @@ def main(argv=None) -> int:
     parser.add_argument('--run', nargs=2, action='append', metavar=('DIR', 'LABEL'), required=True,
                         help='an output folder of projector.py and its label (repeat, in order)')
     parser.add_argument('--inputs', type=Path, help='folder with target_look.png and target_landmarks.png '
-                                                    '[default: the first --run]')
+                                                    '[default: the first --run that has them]')
     parser.add_argument('--size', type=int, default=256, help='side of each tile in pixels [default: 256]')
     args = parser.parse_args(argv)
     if args.size < 32:
         parser.error('--size must be at least 32')
     runs = [(Path(folder), label) for folder, label in args.run]
+    if args.inputs is not None and not (args.inputs / 'target_look.png').is_file():
+        print(f'gallery: no target_look.png in {args.inputs}: shown as missing', file=sys.stderr)
     for folder, _ in runs:
         if not (folder / 'proj.png').is_file():
             print(f'gallery: no proj.png in {folder}: shown as missing', file=sys.stderr)

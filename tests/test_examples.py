@@ -225,6 +225,14 @@ def test_gallery_marks_missing_runs(tmp_path):
     tiles = [image[8 + 4, 8 + k * 72 + 4] for k in range(4)]       # a pixel near each tile's corner
     assert [tuple(t) for t in tiles[:3]] == [(0, 255, 0), (0, 0, 255), (255, 0, 0)]
     assert tuple(tiles[3]) == (128, 128, 128)
+    # A failed first run: the look and landmark tiles come from the first run that has them.
+    result = subprocess.run([sys.executable, str(EXAMPLES / 'gallery.py'), str(out), '--size', '64',
+                             '--run', str(tmp_path / 'nothing'), 'failed', '--run', str(run), 'second'],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    image = np.asarray(Image.open(out).convert('RGB'))
+    tiles = [image[8 + 4, 8 + k * 72 + 4] for k in range(4)]
+    assert [tuple(t) for t in tiles] == [(0, 255, 0), (0, 0, 255), (128, 128, 128), (255, 0, 0)]
 
 
 # ----------------------------------------------------------------------------
