@@ -99,8 +99,7 @@ def prepare_outdir(path: str) -> Path:
     try:
         outdir.mkdir(parents=True, exist_ok=True)
         _created_outdirs.extend(reversed(missing))
-        with tempfile.NamedTemporaryFile(dir=outdir, prefix='.write-test-'):
-            pass
+        write_test(outdir)
     except OSError as exc:
         raise UserError(f'--outdir: cannot write to {outdir} ({exc.strerror or exc.__class__.__name__})') from None
     return outdir
@@ -126,6 +125,12 @@ def remove_stale_outputs(out: Path, known: Iterable[str], written: Iterable[str]
             path.unlink()
             removed.append(name)
     return removed
+
+
+def write_test(folder: Path) -> None:
+    """Create and remove a file in ``folder``; ``OSError`` when that is refused."""
+    with tempfile.NamedTemporaryFile(dir=folder, prefix='.write-test-'):
+        pass
 
 
 def check_outdir_writable(path: str) -> None:

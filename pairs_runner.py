@@ -32,13 +32,12 @@ def report_path(csv_path: str) -> Path:
 def check_report_writable(csv_path: str) -> None:
     """Fail before any work if ``pairs_report.json`` could not be written next to the CSV (a read-only
     dataset folder, a folder of that name): otherwise the run would end, after every row, without it."""
-    import tempfile
+    from cli_common import write_test
     path = report_path(csv_path)
     if path.exists() and not path.is_file():
         raise UserError(f'--pairs: {path} is in the way of the merged report (not a file)')
     try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix='.write-test-'):
-            pass
+        write_test(path.parent)
     except OSError as exc:
         raise UserError(f'--pairs: cannot write {REPORT_NAME} into the CSV\'s folder {path.parent} '
                         f'({exc.strerror or exc.__class__.__name__}); copy the CSV to a folder you can write') from None
