@@ -33,6 +33,7 @@ from typing import Any, BinaryIO, Dict, Optional, Union
 
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
 
 import dnnlib
 import legacy_tf
@@ -391,23 +392,54 @@ def _flatten(record: PersistentRecord, prefix: str, tensors: Dict[str, torch.Ten
         _flatten(sub, f'{prefix}{name}.', tensors, classes)
 
 
-def _check_declared_size(cls, record: PersistentRecord, stored: int) -> None:
-    """Refuse arguments that declare a far larger network than the tensors the file holds, before
-    any memory is allocated: a file of a few hundred kilobytes could otherwise make the loader
-    allocate gigabytes (its ``z_dim`` or layer widths edited) only to fail the strict load after.
+class _AllocationBudget(TorchFunctionMode):
+    """Refuse, before it is allocated, a tensor that would take what a network's constructor has
+    asked the tensor factories for (``torch.randn``, ``torch.zeros``, ``new_empty``, ...) past
+    ``limit`` elements.
 
-    The module is built on the ``meta`` device (shapes only). Arguments that cannot be built there
-    are left to the real build, which reports them.
+    A file's arguments that declare far larger layers than the tensors it holds (its ``z_dim`` or
+    layer widths edited) could otherwise make a file of a few hundred kilobytes allocate gigabytes,
+    only to fail the strict load after. The constructor is counted as it runs, so the network is
+    built once; building it first on the ``meta`` device would import ``torch._dynamo`` (1.3 s at
+    every start), which arithmetic on meta tensors needs.
     """
-    try:
-        with torch.device('meta'):
-            shapes = cls(*copy.deepcopy(record.init_args), **copy.deepcopy(record.init_kwargs)).state_dict()
-    except Exception:  # noqa: BLE001 - the real build below reports bad arguments
-        return
-    declared = sum(t.numel() for t in shapes.values())
-    if declared > 2 * stored + (1 << 20):
-        raise NetworkLoadError(f'{record.class_name} in the file declares {declared:,} weights but holds '
-                               f'{stored:,}: refused before building it')
+
+    _FACTORIES = frozenset([torch.empty, torch.zeros, torch.ones, torch.full, torch.randn, torch.rand,
+                            torch.randint, torch.Tensor.new_empty, torch.Tensor.new_zeros,
+                            torch.Tensor.new_ones, torch.Tensor.new_full])
+    _LIKE = frozenset([torch.empty_like, torch.zeros_like, torch.ones_like, torch.full_like,
+                       torch.randn_like, torch.rand_like])
+
+    def __init__(self, limit: int, what: str):
+        super().__init__()
+        self.limit, self.what, self.used = limit, what, 0
+
+    @staticmethod
+    def _numel(func, args, kwargs) -> int:
+        if func in _AllocationBudget._LIKE:
+            return args[0].numel() if args and isinstance(args[0], torch.Tensor) else 0
+        if func in (torch.Tensor.new_empty, torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_full):
+            args = args[1:]  # skip self
+        size = kwargs.get('size', None)
+        if size is None:
+            if func is torch.randint:  # randint(high, size) or randint(low, high, size)
+                size = next((a for a in args if isinstance(a, (tuple, list, torch.Size))), ())
+            elif args and isinstance(args[0], (tuple, list, torch.Size)):
+                size = args[0]
+            else:
+                size = tuple(a for a in args if isinstance(a, int) and not isinstance(a, bool))
+        count = 1
+        for n in size:
+            count *= max(int(n), 0)
+        return count
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self._FACTORIES or func in self._LIKE:
+            self.used += self._numel(func, args, kwargs)
+            if self.used > self.limit:
+                raise NetworkLoadError(f'{self.what}: refused while building it')
+        return func(*args, **kwargs)
 
 
 def build_module(record: PersistentRecord) -> torch.nn.Module:
@@ -419,9 +451,14 @@ def build_module(record: PersistentRecord) -> torch.nn.Module:
     tensors: Dict[str, torch.Tensor] = {}
     classes: Dict[str, str] = {}
     _flatten(record, '', tensors, classes)
-    _check_declared_size(cls, record, sum(t.numel() for t in tensors.values()))
+    stored = sum(t.numel() for t in tensors.values())
+    budget = _AllocationBudget(2 * stored + (1 << 20), f'{record.class_name} in the file declares '
+                               f'far more weights than the {stored:,} it holds')
     try:
-        module = cls(*copy.deepcopy(record.init_args), **copy.deepcopy(record.init_kwargs))
+        with budget:
+            module = cls(*copy.deepcopy(record.init_args), **copy.deepcopy(record.init_kwargs))
+    except NetworkLoadError:
+        raise
     except Exception as exc:  # any failure here means arguments that do not describe a network
         raise NetworkLoadError(f'cannot build {record.class_name} from the arguments in the file: '
                                f'{exc.__class__.__name__}: {exc}') from None

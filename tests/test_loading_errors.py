@@ -105,9 +105,31 @@ def test_a_bad_cached_network_download_is_named(tmp_path, monkeypatch):
 
 def test_a_network_declaring_far_more_weights_than_it_holds_is_refused_before_building():
     """Arguments edited to declare huge layers (a 1 MB file made the loader allocate gigabytes): the
-    declared size is read on the meta device, against the tensors stored, before any allocation."""
+    tensors its constructor asks for are counted against the tensors stored, and the one that would
+    go past twice their size is refused before it is allocated."""
     obj = pickle_tools.read_placeholders((DATA / 'tiny-skip.pkl').read_bytes())
-    obj['G_ema']._pk_args[0]['state']['_init_kwargs']['mapping_kwargs']['layer_features'] = 100_000
+    kwargs = obj['G_ema']._pk_args[0]['state']['_init_kwargs']
+    kwargs['mapping_kwargs']['layer_features'] = 100_000
     with pytest.raises(legacy.NetworkLoadError,
-                       match=r'declares 6,567,555 weights but holds 69,635: refused before building'):
+                       match=r'declares far more weights than the 69,635 it holds: refused while building it'):
         legacy.load_network_pkl(pickle_tools.write_placeholders(obj, 4))
+    # A layer of 2^40 weights (4 TiB) would fail or swap if it were allocated.
+    kwargs['mapping_kwargs']['layer_features'] = 2 ** 35
+    with pytest.raises(legacy.NetworkLoadError, match='refused while building it'):
+        legacy.load_network_pkl(pickle_tools.write_placeholders(obj, 4))
+
+
+def test_the_allocation_budget_counts_every_way_of_asking_for_a_tensor():
+    budget = legacy._AllocationBudget(100, 'test')
+    with budget:
+        torch.randn(2, 3)
+        torch.zeros([4, 5])
+        torch.full((2, 2), 1.0)
+        torch.randint(0, 5, (3,))
+        torch.ones_like(torch.empty(0))
+        torch.empty(3).new_zeros([2, 5])
+        torch.tensor([1.0, 2.0]) * 3  # arithmetic is not counted
+    assert budget.used == 6 + 20 + 4 + 3 + 0 + 3 + 10
+    with pytest.raises(legacy.NetworkLoadError, match='test: refused while building it'):
+        with budget:
+            torch.empty(size=[60])

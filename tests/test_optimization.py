@@ -150,6 +150,33 @@ def test_normalize_noise():
     assert float(leaf.detach().square().mean()) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_adam_equals_torch_adam_bit_for_bit():
+    """The in-house Adam follows torch.optim.Adam's single-tensor arithmetic exactly, with a learning
+    rate that changes every step and a parameter that has no gradient on some steps."""
+    gen = torch.Generator().manual_seed(5)
+    start = [torch.randn([2, 1, 8], generator=gen), torch.randn([1, 1, 4, 4], generator=gen)]
+    ours = [t.clone().requires_grad_(True) for t in start]
+    theirs = [t.clone().requires_grad_(True) for t in start]
+    adam = opt.Adam(ours, betas=(0.9, 0.999))
+    reference = torch.optim.Adam(theirs, lr=0.1, betas=(0.9, 0.999))
+    for step in range(12):
+        lr = opt.learning_rate(step / 12)
+        for group in reference.param_groups:
+            group['lr'] = lr
+        adam.zero_grad()
+        reference.zero_grad(set_to_none=True)
+        grads = [torch.randn(t.shape, generator=gen) * 10 ** (step % 3 - 1) for t in start]
+        for params in (ours, theirs):
+            params[0].grad = grads[0].clone()
+            if step % 4 != 1:  # the second parameter sits out some steps
+                params[1].grad = grads[1].clone()
+        adam.step(lr)
+        reference.step()
+        for a, b in zip(ours, theirs):
+            assert torch.equal(a.detach(), b.detach()), step
+    assert adam.state[1]['step'] == 9 and adam.state[0]['step'] == 12
+
+
 # ----------------------------------------------------------------------------
 # W statistics.
 

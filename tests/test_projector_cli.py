@@ -468,6 +468,19 @@ def test_bad_input_in_a_real_process(tiny_pkl, fan_weights, vgg_weights, face_im
     assert_nothing_written(outdir)
 
 
+def test_a_run_does_not_import_torch_dynamo(tiny_pkl, fan_weights, vgg_weights, face_images, tmp_path):
+    """Importing torch._dynamo costs every command about 1.5 s of CPU at its start; building
+    torch.optim.Adam or computing on meta tensors imports it, so neither may happen in a run."""
+    argv = base_args(tiny_pkl, fan_weights, vgg_weights, face_images[0], face_images[1], tmp_path / 'out', steps=1)
+    code = ('import runpy, sys; sys.argv = ["projector.py"] + sys.argv[1:]; sys.path.insert(0, ".")\n'
+            'try:\n    runpy.run_path("projector.py", run_name="__main__")\n'
+            'finally:\n    print("dynamo imported:", "torch._dynamo" in sys.modules, file=sys.stderr)')
+    proc = subprocess.run([sys.executable, '-c', code, *map(str, argv)], cwd=REPO, env=subprocess_env(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'dynamo imported: False' in proc.stderr
+
+
 def _example_commands(help_text: str):
     """The ``python projector.py ...`` commands of the help text, continuation lines joined, split."""
     import shlex
