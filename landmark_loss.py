@@ -102,12 +102,13 @@ def _fan_state_dict(path: Optional[str]) -> dict:
 
 
 def load_fan(weights: Optional[str] = None, device: Union[str, torch.device] = 'cpu') -> torch.nn.Module:
-    """face_alignment's 2D FAN with weights from ``weights`` (a state dict file) or its official URL.
+    """face_alignment's 2D FAN (``fan_network.FAN``) with weights from ``weights`` (a state dict
+    file) or its official URL.
 
     The number of hourglass modules is read from the weights, so 1- to 4-module FANs load.
     Returns the network in eval mode with gradients disabled for its parameters.
     """
-    from face_alignment.models import FAN
+    from fan_network import FAN
     state = _fan_state_dict(weights)
     hourglasses = {int(k.split('.')[0][1:]) for k in state if k.split('.')[0][:1] == 'm' and k.split('.')[0][1:].isdigit()}
     if not hourglasses:

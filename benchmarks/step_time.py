@@ -93,7 +93,7 @@ def make_weight_files(folder: str, resolutions) -> dict:
     """
     import torch
     import torchvision
-    from face_alignment.models import FAN
+    from fan_network import FAN
 
     torch.manual_seed(0)
     paths = dict(vgg=os.path.join(folder, 'vgg16-features.pth'))

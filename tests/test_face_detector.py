@@ -43,7 +43,7 @@ def test_detector_missing_and_wrong_files(tmp_path, fan_weights):
 
 def test_face_landmarks_load(fan_weights, detector_weights):
     faces = FaceLandmarks.load(fan_weights, detector='none')
-    assert faces.detector is None and faces.fan.num_modules == 1
+    assert faces.detector is None and faces.fan.stacks == 1
     faces = FaceLandmarks.load(fan_weights, detector='sfd', detector_weights=detector_weights)
     assert callable(faces.detector)
     shared = FaceLandmarks.load(fan=faces.fan, detector=None)

@@ -345,10 +345,10 @@ def test_crop_is_differentiable():
 # Loading FAN.
 
 def test_load_fan_one_module(fan_weights):
-    from face_alignment.models import FAN
+    from fan_network import FAN
     fan = ll.load_fan(fan_weights)
     assert isinstance(fan, FAN)
-    assert fan.num_modules == 1
+    assert fan.stacks == 1
     assert not fan.training
     assert not any(p.requires_grad for p in fan.parameters())
     saved = torch.load(fan_weights, weights_only=True)
@@ -363,13 +363,13 @@ def test_load_fan_two_modules_and_wrapped(tmp_path):
     path = tmp_path / 'fan2.pth'
     torch.save(state, path)
     fan = ll.load_fan(str(path))
-    assert fan.num_modules == 2
+    assert fan.stacks == 2
     assert torch.equal(fan.state_dict()['m1.b1_1.conv1.weight'], state['m1.b1_1.conv1.weight'])
     # The form face_alignment's own checkpoints sometimes take: {'state_dict': {'module.' + name: ...}}.
     wrapped = tmp_path / 'fan2-wrapped.pth'
     torch.save({'state_dict': {'module.' + k: v for k, v in state.items()}}, wrapped)
     fan = ll.load_fan(str(wrapped))
-    assert fan.num_modules == 2
+    assert fan.stacks == 2
     assert torch.equal(fan.state_dict()['conv1.weight'], state['conv1.weight'])
 
 
