@@ -512,10 +512,26 @@ class _PrefixedReader(io.RawIOBase):
         return len(data)
 
 
+def _unmarked_protocol(head: bytes) -> int:
+    """0 or 1 for a pickle without a ``PROTO`` opcode: 1 when its first opcodes include one that
+    protocol 0 lacks (a protocol-1 pickle starts with binary opcodes such as ``EMPTY_DICT``)."""
+    import pickletools
+    newest = 0
+    try:
+        for opcode, _, _ in pickletools.genops(head):
+            newest = max(newest, opcode.proto)
+    except Exception:  # noqa: BLE001 - the head ends inside an opcode
+        pass
+    return min(newest, 1)
+
+
 def _peek_protocol(f: BinaryIO):
     """The pickle protocol ``f`` declares (its ``PROTO`` opcode; 0-1 have none) and a stream to read from."""
-    head = f.read(4)
-    protocol = head[1] if len(head) >= 2 and head[0] == 0x80 else (0 if head else None)
+    head = f.read(64)
+    if len(head) >= 2 and head[0] == 0x80:
+        protocol = head[1]
+    else:
+        protocol = _unmarked_protocol(head) if head else None
     return protocol, io.BufferedReader(_PrefixedReader(head, f), buffer_size=1 << 20)
 
 
@@ -543,7 +559,7 @@ def _from_tf(data: Any) -> Optional[dict]:
 
 def load_network_pkl(f: Union[BinaryIO, bytes]) -> dict:
     """Read a network pickle safely: stylegan2-ada-pytorch, the stylegan3 repository (StyleGAN2 and
-    StyleGAN3), or TensorFlow-era StyleGAN2, written with any pickle protocol from 2 to 5.
+    StyleGAN3), or TensorFlow-era StyleGAN2, written with any pickle protocol (0 to 5).
 
     Args:
         f: An open binary file (or the file's bytes).

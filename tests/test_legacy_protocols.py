@@ -51,6 +51,14 @@ def test_fixture_rewritten_with_protocol_loads_identically(originals, name, prot
     _same_networks(original, loaded)
 
 
+@pytest.mark.parametrize('protocol', [0, 1])
+def test_protocols_without_a_proto_opcode_are_told_apart(originals, protocol):
+    data, original = originals['tiny-skip']
+    loaded = legacy.load_network_pkl(repickle(data, protocol))
+    assert loaded['protocol'] == protocol
+    _same_networks(original, loaded)
+
+
 def test_low_protocols_use_the_globals_python_writes_for_plain_data(originals):
     # What made protocol 2 and 3 files fail before: sets via builtins.set, bytes via _codecs.encode,
     # and __builtin__ module names at protocol 2.
