@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 import urllib.parse
 import urllib.request
 from typing import IO, Any, Optional, Union
@@ -94,12 +95,35 @@ def cached_path(url: str, cache_dir: Optional[str] = None) -> str:
     return os.path.join(cache_dir or make_cache_dir_path("downloads"), _cache_file_name(url))
 
 
+_PARTIAL_PREFIX = ".tmp-"
+_ABANDONED_AFTER_S = 3600  # a download in progress writes to its file far more often than this
+
+
+def _remove_abandoned_downloads(cache_dir: str) -> None:
+    """Remove partial downloads that a killed process left (a Colab runtime reset mid-download
+    leaves hundreds of megabytes): those not written to for an hour, so that another process's
+    download in progress is never touched."""
+    now = time.time()
+    try:
+        names = [n for n in os.listdir(cache_dir) if n.startswith(_PARTIAL_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(cache_dir, name)
+        try:
+            if now - os.stat(path).st_mtime > _ABANDONED_AFTER_S:
+                os.remove(path)
+        except OSError:
+            pass  # gone already, or not ours to remove
+
+
 def _download(url: str, dest: str, cache_dir: str, timeout: float, verbose: bool) -> None:
     """Fetch ``url`` into ``dest`` atomically; raise _RetryableError or DownloadError on failure."""
     import requests
     from tqdm import tqdm
 
-    tmp = tempfile.NamedTemporaryFile(dir=cache_dir, delete=False, prefix=".tmp-")
+    _remove_abandoned_downloads(cache_dir)
+    tmp = tempfile.NamedTemporaryFile(dir=cache_dir, delete=False, prefix=_PARTIAL_PREFIX)
     try:
         try:
             with tmp, requests.get(url, stream=True, timeout=timeout) as resp:

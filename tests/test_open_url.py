@@ -6,6 +6,7 @@ import pathlib
 import socket
 import sys
 import threading
+import time
 
 import pytest
 
@@ -123,6 +124,17 @@ def test_return_filename_gives_cached_path(server, tmp_path):
     assert os.path.dirname(path) == str(tmp_path)
     assert os.listdir(tmp_path) == [os.path.basename(path)]
     assert pathlib.Path(path).read_bytes() == PAYLOAD
+
+
+def test_a_killed_download_is_cleaned_up_by_the_next_one_but_one_in_progress_is_not(server, tmp_path):
+    base, _, _ = server
+    abandoned, in_progress = tmp_path / ".tmp-killed", tmp_path / ".tmp-running"
+    abandoned.write_bytes(b"x" * 100)
+    in_progress.write_bytes(b"y" * 100)
+    two_hours_ago = time.time() - 7200
+    os.utime(abandoned, (two_hours_ago, two_hours_ago))
+    assert _fetch(base + "/ok/c.pkl", tmp_path) == PAYLOAD
+    assert not abandoned.exists() and in_progress.exists()
 
 
 def test_interrupted_transfer_retries_and_leaves_nothing(server, tmp_path):
