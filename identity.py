@@ -177,6 +177,12 @@ def identity_requested(id_weight: float = 0.0, weights: Optional[str] = None, no
     return id_weight > 0 or weights_available(weights)
 
 
+def score_only(id_weight: float = 0.0, weights: Optional[str] = None) -> bool:
+    """Whether FaceNet would be loaded only for the identity score, from the hub cache (no term, no
+    ``--id-weights``): a damaged cached copy then costs the score, not the run."""
+    return not id_weight and weights is None
+
+
 def load_facenet(weights: Optional[str] = None, device: Union[str, torch.device] = 'cpu') -> InceptionResnetV1:
     """FaceNet with weights from ``weights`` (a state dict file) or ``FACENET_URL`` via the hub cache.
 

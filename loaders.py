@@ -15,6 +15,7 @@ maps (older ones, or another tool's) get the generator's own constant noise.
 from __future__ import annotations
 
 import copy
+import sys
 import os
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
@@ -53,9 +54,12 @@ def _frozen(module: torch.nn.Module, device) -> torch.nn.Module:
 
 def load_networks(network_pkl: str, device: torch.device, fan_weights: Optional[str] = None,
                   vgg_weights: Optional[str] = None, need_D: bool = False, need_fan: bool = True,
-                  need_lpips: bool = True, need_identity: bool = False, id_weights: Optional[str] = None) -> Networks:
+                  need_lpips: bool = True, need_identity: bool = False, id_weights: Optional[str] = None,
+                  identity_optional: bool = False) -> Networks:
     """Load what a run needs (``need_lpips=False``: VGG is not read at all; ``need_identity``:
-    FaceNet from ``id_weights`` or the hub cache); every missing or unreadable file raises ``UserError``."""
+    FaceNet from ``id_weights`` or the hub cache); every missing or unreadable file raises ``UserError``,
+    except FaceNet's with ``identity_optional`` (it was wanted for the identity score only, found
+    in the cache): a warning on stderr, and the run goes on without the score."""
     try:
         opened = dnnlib.util.open_url(network_pkl)
     except UserError as exc:
@@ -92,7 +96,12 @@ def load_networks(network_pkl: str, device: torch.device, fan_weights: Optional[
     facenet = None
     if need_identity:
         from identity import load_facenet
-        facenet = _frozen(load_facenet(id_weights, device), device)
+        try:
+            facenet = _frozen(load_facenet(id_weights, device), device)
+        except UserError as exc:
+            if not identity_optional:
+                raise
+            print(f'warning: no identity score: {exc}', file=sys.stderr)
     return Networks(G=_frozen(G, device), D=D, fan=fan, perceptual=perceptual, facenet=facenet,
                     info=network_info(G, data))
 

@@ -239,7 +239,8 @@ def main(network_pkl, fan_weights, vgg_weights, device, input_a, input_b, method
 
     with timer('load_networks'):
         nets = load_networks(network_pkl, dev, vgg_weights=vgg_weights, need_fan=False, need_lpips=True,
-                             need_identity=need_identity, id_weights=id_weights)
+                             need_identity=need_identity, id_weights=id_weights,
+                             identity_optional=identity.score_only(0.0, id_weights))
     G = nets.G
     for m in methods:
         limit = G.num_ws if m == 'style' else G.w_dim

@@ -429,7 +429,8 @@ def check_inputs(look: str, target: str) -> None:
 def load_for_projection(cli: dict, dev) -> tuple:
     """``(Networks, FaceLandmarks)`` for a projection: G (and D, FaceNet when asked), FAN, LPIPS, the detector."""
     nets = load_networks(cli['network'], dev, fan_weights=cli['fan_weights'], vgg_weights=cli['vgg_weights'],
-                         need_D=cli['d_weight'] > 0, need_identity=cli['need_identity'], id_weights=cli['id_weights'])
+                         need_D=cli['d_weight'] > 0, need_identity=cli['need_identity'], id_weights=cli['id_weights'],
+                         identity_optional=identity.score_only(cli['id_weight'], cli['id_weights']))
     faces = FaceLandmarks.load(fan=nets.fan, detector=cli['detector'] if cli['align'] else 'none',
                                detector_weights=cli['detector_weights'], device=dev)
     return nets, faces

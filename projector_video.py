@@ -1253,7 +1253,8 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
     with timer('load_networks'):
         nets = load_networks(network_pkl, dev, fan_weights=fan_weights, vgg_weights=vgg_weights,
                              need_D=settings.d_weight > 0, need_lpips=mode == 'identity',
-                             need_identity=need_identity, id_weights=id_weights)
+                             need_identity=need_identity, id_weights=id_weights,
+                             identity_optional=identity.score_only(id_weight, id_weights))
         faces = FaceLandmarks.load(fan=nets.fan, detector=detector if align else 'none',
                                    detector_weights=detector_weights, device=dev)
     if follow_head:  # before anything is written

@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import landmark_targets
@@ -218,6 +219,26 @@ def test_no_identity_means_no_score(tiny_pkl, fan_weights, vgg_weights, facenet_
     assert 'identity_similarity' not in report
     with Image.open(out / 'summary.png') as img:
         assert img.size == (3 * R, R)
+
+
+def test_a_damaged_cached_facenet_costs_the_score_not_the_run(tiny_pkl, fan_weights, vgg_weights, face_images,
+                                                               tmp_path, monkeypatch):
+    """FaceNet found in the hub cache is loaded for the score alone; a damaged copy (a download cut
+    short by hand) warns and the run goes on. With the identity term it is needed, so it fails."""
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
+    cached = tmp_path / 'hub' / 'checkpoints' / '20180402-114759-vggface2.pt'
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b'not a checkpoint')
+    out = tmp_path / 'out'
+    code, _, err = invoke(projector.main, base(tiny_pkl, fan_weights, vgg_weights, *face_images, out, 1))
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith('warning: no identity score: ')]
+    assert len(warnings) == 1 and str(cached) in warnings[0], err
+    assert 'identity_similarity' not in read_json(out / 'report.json')
+    code, _, err = invoke(projector.main, base(tiny_pkl, fan_weights, vgg_weights, *face_images, tmp_path / 'out2',
+                                               1, '--id_weight', 1))
+    assert code == 2, err
+    assert_one_error_line(err, str(cached))
 
 
 def test_wrong_identity_weights(tiny_pkl, fan_weights, vgg_weights, face_images, tmp_path):
