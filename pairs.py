@@ -114,13 +114,15 @@ def redo_reason(outdir: Path, expected: Optional[Mapping[str, object]] = None,
     They stay when they are complete (``is_complete``) and, given ``expected`` (setting name ->
     value), the ``settings`` of the folder's ``report.json`` hold those values: outputs of other
     inputs or settings (the CSV row was edited, the command line changed) are not this run's.
+    ``precision_used`` is read from the report's ``precision`` (what ``auto`` resolved to).
     """
     if not is_complete(outdir, outputs):
         return UNFINISHED
     if not expected:
         return None
     try:
-        settings = json.loads((Path(outdir) / 'report.json').read_text(encoding='utf-8'))['settings']
+        report = json.loads((Path(outdir) / 'report.json').read_text(encoding='utf-8'))
+        settings = dict(report['settings'], precision_used=report.get('precision'))
         differ = [name for name, value in expected.items() if settings.get(name) != value]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return 'have an unreadable report.json'

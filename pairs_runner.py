@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import distributed
 import image_io
@@ -51,14 +51,16 @@ def _error_text(exc: BaseException) -> str:
 
 def run_pairs(rows: List[pairs.PairRow], prepare: Callable, optimize: Callable, write: Callable, *,
               batch_size: int = 1, resume: bool = True, ctx: Optional[distributed.Context] = None,
-              progress: bool = True, expected: Optional[Callable[[pairs.PairRow], Mapping]] = None) -> List[Dict]:
+              progress: bool = True, expected: Optional[Callable[[pairs.PairRow], Mapping]] = None,
+              outputs: Sequence[str] = pairs.COMPLETE_OUTPUTS) -> List[Dict]:
     """Run this rank's rows; return one record per row of the rank (``status`` ok/failed/skipped).
 
     ``prepare(row) -> job`` loads and checks a row's inputs (raising on a bad row);
     ``optimize(jobs) -> [projection]`` runs a batch; ``write(job, projection) -> record`` writes
     the row's outputs and returns its losses etc. Each call's failure only fails its row(s).
-    With ``resume``, a row whose folder holds complete outputs is skipped, unless ``expected(row)``
-    (setting name -> value) disagrees with their ``report.json`` (``pairs.redo_reason``).
+    With ``resume``, a row whose folder holds complete outputs (every name in ``outputs``) is
+    skipped, unless ``expected(row)`` (setting name -> value) disagrees with their ``report.json``
+    (``pairs.redo_reason``).
     """
     import click
     ctx = ctx or distributed.Context()
@@ -66,7 +68,7 @@ def run_pairs(rows: List[pairs.PairRow], prepare: Callable, optimize: Callable, 
     records: List[Dict] = []
     todo = []
     for row in mine:
-        reason = pairs.redo_reason(row.outdir, expected(row) if expected else None) if resume else None
+        reason = pairs.redo_reason(row.outdir, expected(row) if expected else None, outputs) if resume else None
         if resume and reason is None:
             records.append(_record(row, 'skipped', ctx, note='outputs complete (rerun with --no-resume to redo)'))
             continue
@@ -266,10 +268,15 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
                         landmark_weights=dict(zip(LANDMARK_GROUPS, o.get('group_weights', group_weights))),
                         latent=cli['latent'], retarget=cli['retarget'], retarget_groups=cli['retarget_groups'],
                         landmarks_frame=cli['landmarks_frame'], align=cli['align'], face_index=cli['face_index'],
-                        d_weight=cli['d_weight'], id_weight=cli['id_weight'])
+                        detector=cli['detector'], detector_weights=cli['detector_weights'],
+                        d_weight=cli['d_weight'], id_weight=cli['id_weight'], id_weights=cli['id_weights'],
+                        fan_weights=cli['fan_weights'], vgg_weights=cli['vgg_weights'], precision_used=used_precision)
 
+        # A complete row has the files this run would write (landmarks.json unless --no-save_landmarks).
+        outputs = (*pairs.COMPLETE_OUTPUTS, *(['landmarks.json'] if cli['save_landmarks'] else []),
+                   *(['target_landmarks_used.json'] if cli['retarget'] else []))
         records = run_pairs(rows, prepare, optimize, write, batch_size=batch_size, resume=resume, ctx=ctx,
-                            expected=expected)
+                            expected=expected, outputs=outputs)
         merged = merge_and_report(ctx, records, csv_path, dict(cli, batch_size=batch_size, resume=resume,
                                                                precision_used=used_precision, device=str(dev)))
     finally:

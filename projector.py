@@ -512,8 +512,9 @@ OUTPUT_NAMES = ('proj.png', 'projected_w.npz', 'target_look.png', 'target_landma
 
 def write_outputs(out: Path, projection: LandmarkProjection, projector: LandmarkProjector,
                   save_landmarks: bool = True) -> List[str]:
-    """proj.png, projected_w.npz, target_look.png, target_landmarks.png, summary.png and (``save_landmarks``)
-    landmarks.json / target_landmarks_used.json, each written atomically. Returns the names written."""
+    """proj.png, projected_w.npz, target_look.png, target_landmarks.png, summary.png, landmarks.json
+    (``save_landmarks``) and, with ``--retarget``, target_landmarks_used.json, each written
+    atomically. Returns the names written."""
     proj = image_io.to_uint8(projection.result.image[0])
     image_io.save_png(out / 'proj.png', proj)
     # The latent and the noise maps proj.png was rendered with (loaders.load_projection reads both).
@@ -529,11 +530,8 @@ def write_outputs(out: Path, projection: LandmarkProjection, projector: Landmark
                   zip(panels, ['look', 'target (used)', f'identity {projection.identity_similarity:.3f}'])]
     image_io.save_png(out / 'summary.png', image_io.hstack(panels))
     written = ['proj.png', 'projected_w.npz', 'target_look.png', 'target_landmarks.png', 'summary.png']
-    if save_landmarks and projector.target_input is not None:
-        projector.target_input.save(out, projection.projection_landmarks)
-        written.append('landmarks.json')
-        if projector.target_input.retarget_groups is not None:
-            written.append('target_landmarks_used.json')
+    if projector.target_input is not None:
+        written += projector.target_input.save(out, projection.projection_landmarks, landmarks=save_landmarks)
     return written
 
 

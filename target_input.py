@@ -18,7 +18,7 @@ All points are ``[68, 2]`` float pixels of the generator's ``R x R`` image (pixe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -78,16 +78,23 @@ class LandmarkTarget:
             out['jaw_shape_change'] = float(landmark_targets.jaw_shape_change(projection_points, self.look_points))
         return out
 
-    def save(self, outdir, projection_points: np.ndarray) -> None:
-        """``landmarks.json`` (look, target, projection; ``landmarks`` is the used target) and, with
-        ``--retarget``, ``target_landmarks_used.json``; both readable as ``--target_landmarks``."""
+    def save(self, outdir, projection_points: np.ndarray, landmarks: bool = True) -> List[str]:
+        """``landmarks.json`` (look, target, projection; ``landmarks`` is the used target; not with
+        ``landmarks=False``) and, with ``--retarget``, ``target_landmarks_used.json``, always: the
+        target a retargeted run aimed at. Both readable as ``--target_landmarks``. Returns the
+        names written."""
         from pathlib import Path
         out = Path(outdir)
-        landmark_targets.write_landmark_sets(out / 'landmarks.json', self.resolution, self.used,
-                                             look=self.look_points, target=self.points,
-                                             projection=projection_points)
+        written = []
+        if landmarks:
+            landmark_targets.write_landmark_sets(out / 'landmarks.json', self.resolution, self.used,
+                                                 look=self.look_points, target=self.points,
+                                                 projection=projection_points)
+            written.append('landmarks.json')
         if self.retarget_groups is not None:
             landmark_targets.write_landmark_file(out / 'target_landmarks_used.json', self.used, self.resolution)
+            written.append('target_landmarks_used.json')
+        return written
 
 
 def framed_landmarks(faces: FaceLandmarks, image: np.ndarray, source: str = 'the image') -> np.ndarray:

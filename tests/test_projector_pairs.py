@@ -112,6 +112,20 @@ def test_resume_redoes_a_row_made_from_other_inputs(batched, pairs_dir, tiny_pkl
     code, _, err = invoke(projector.main, common + ['--pairs', csv])  # now the same: kept
     assert code == 0, err
     assert [r['status'] for r in read_json(pairs_dir / 'pairs_report.json')['rows']] == ['skipped']
+    # Another precision than the one the outputs were made with: redone.
+    code, _, err = invoke(projector.main, common + ['--pairs', csv, '--precision', 'bf16'])
+    assert code == 0, err
+    assert 'were made with another precision_used: redoing it' in err
+    assert read_json(pairs_dir / 'out' / 'e' / 'report.json')['precision'] == 'bf16'
+    # landmarks.json missing (an earlier run with --no-save_landmarks): the row is unfinished for this run.
+    (pairs_dir / 'out' / 'e' / 'landmarks.json').unlink()
+    code, _, err = invoke(projector.main, common + ['--pairs', csv, '--precision', 'bf16'])
+    assert code == 0, err
+    assert [r['status'] for r in read_json(pairs_dir / 'pairs_report.json')['rows']] == ['ok']
+    assert (pairs_dir / 'out' / 'e' / 'landmarks.json').is_file()
+    code, _, err = invoke(projector.main, common + ['--pairs', csv, '--precision', 'bf16', '--no-save_landmarks'])
+    assert code == 0, err
+    assert [r['status'] for r in read_json(pairs_dir / 'pairs_report.json')['rows']] == ['skipped']
 
 
 @pytest.mark.parametrize('content, needles', [(None, ['not found']), ('look,outdir\na,b\n', ['landmarks']),

@@ -177,6 +177,17 @@ def test_retarget_writes_the_used_target(tiny_pkl, fan_weights, vgg_weights, fac
     np.testing.assert_allclose(used[rest], np.array(sets['look'])[rest], atol=1e-3)
 
 
+def test_retarget_writes_the_used_target_also_without_landmarks_json(tiny_pkl, fan_weights, vgg_weights, face_images,
+                                                                    tmp_path):
+    """--no-save_landmarks leaves out landmarks.json only: target_landmarks_used.json is what a
+    retargeted run aimed at (examples/retarget.sh reads it)."""
+    out = tmp_path / 'out'
+    code, _, err = invoke(projector.main, base(tiny_pkl, fan_weights, vgg_weights, *face_images, out, 1,
+                                               '--retarget', '--no-save_landmarks'))
+    assert code == 0, err
+    assert (out / 'target_landmarks_used.json').is_file() and not (out / 'landmarks.json').exists()
+
+
 # ----------------------------------------------------------------------------
 # The identity term and score (issue 15).
 
