@@ -39,26 +39,43 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get('WORLD_SIZE', '1')) > 1
 
 
-def setup(device: Optional[str] = None, timeout_minutes: float = 60.0) -> tuple:
+# How long a rank that has finished its rows waits for the others at the merge. The ranks meet only
+# there, and one rank's rows may take hours longer than another's (a CPU run at 1024x1024, a rank
+# whose rows all failed at once): the wait must not end the run. A rank that dies is torchrun's to
+# notice, which stops the others.
+WAIT_FOR_OTHER_RANKS = datetime.timedelta(days=30)
+
+
+def setup(device: Optional[str] = None, timeout: datetime.timedelta = WAIT_FOR_OTHER_RANKS) -> tuple:
     """``(Context, torch.device)`` for this process.
 
-    ``device`` is the user's ``--device`` (``None``: CUDA when present). Under torchrun a CUDA
-    device becomes ``cuda:LOCAL_RANK``.
+    ``device`` is the user's ``--device`` (``None``: CUDA when present), already checked
+    (``cli_common.pick_device``). Under torchrun a CUDA device becomes ``cuda:LOCAL_RANK``;
+    naming one GPU (``cuda:1``), or more processes on a machine than it has GPUs, is a
+    ``UserError``.
     """
     if not launched_by_torchrun():
         return Context(), None
     import torch.distributed as dist
+    from dnnlib.util import UserError
     rank, world = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
     local_rank = int(os.environ.get('LOCAL_RANK', '0'))
-    wants_cuda = (device or ('cuda' if torch.cuda.is_available() else 'cpu')).startswith('cuda')
+    requested = torch.device(device) if device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    wants_cuda = requested.type == 'cuda'
     if wants_cuda:
+        if requested.index is not None:
+            raise UserError(f'--device {device}: under torchrun each process uses its own GPU '
+                            f'(cuda:LOCAL_RANK); pass --device cuda')
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(f'this process has LOCAL_RANK {local_rank} but the machine has '
+                            f'{torch.cuda.device_count()} GPU(s): start at most that many processes per machine '
+                            f'(--nproc_per_node), or pass --device cpu')
         torch.cuda.set_device(local_rank)
         dev = torch.device('cuda', local_rank)
         backend = 'nccl'
     else:
         dev = torch.device('cpu')
         backend = 'gloo'
-    timeout = datetime.timedelta(minutes=timeout_minutes)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, timeout=timeout)
     group = dist.new_group(backend='gloo', timeout=timeout) if backend != 'gloo' else None

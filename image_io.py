@@ -152,7 +152,8 @@ def _scaled_size(size: Tuple[int, int], min_side: int) -> Tuple[int, int]:
 def _open_image(path: Path, what: str) -> Iterator[Image.Image]:
     """``Image.open`` with every failure turned into a one-line ``UserError``; the file is closed after."""
     if not path.is_file():
-        raise UserError(f'{what}: file not found: {path}')
+        raise UserError(f'{what}: {path} is a folder, not an image file' if path.is_dir()
+                        else f'{what}: file not found: {path}')
     try:
         nbytes = path.stat().st_size
     except OSError as exc:

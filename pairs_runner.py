@@ -43,6 +43,14 @@ def check_report_writable(csv_path: str) -> None:
                         f'({exc.strerror or exc.__class__.__name__}); copy the CSV to a folder you can write') from None
 
 
+def say(message: str) -> None:
+    """A line on stderr that a progress bar on the terminal does not run into (``tqdm.write``)."""
+    import sys
+
+    from tqdm import tqdm
+    tqdm.write(message, file=sys.stderr)
+
+
 def _error_text(exc: BaseException) -> str:
     if isinstance(exc, UserError):
         return ' '.join(str(exc).split())
@@ -62,7 +70,6 @@ def run_pairs(rows: List[pairs.PairRow], prepare: Callable, optimize: Callable, 
     skipped, unless ``expected(row)`` (setting name -> value) disagrees with their ``report.json``
     (``pairs.redo_reason``).
     """
-    import click
     ctx = ctx or distributed.Context()
     mine = pairs.shard(rows, ctx.rank, ctx.world_size)
     records: List[Dict] = []
@@ -73,7 +80,7 @@ def run_pairs(rows: List[pairs.PairRow], prepare: Callable, optimize: Callable, 
             records.append(_record(row, 'skipped', ctx, note='outputs complete (rerun with --no-resume to redo)'))
             continue
         if resume and reason != pairs.UNFINISHED:
-            click.echo(f'{row.name}: the outputs in {row.outdir} {reason}: redoing it', err=True)
+            say(f'{row.name}: the outputs in {row.outdir} {reason}: redoing it')
         todo.append(row)
     bar = None
     if progress:
@@ -126,11 +133,10 @@ def _record(row: pairs.PairRow, status: str, ctx: distributed.Context, **extra) 
 
 
 def _failed(row, exc, ctx, seconds) -> Dict:
-    import click
     message = _error_text(exc)
-    click.echo(f'{row.name} failed: {message}', err=True)
+    say(f'{row.name} failed: {message}')
     if not isinstance(exc, UserError):
-        click.echo(''.join(traceback.format_exception_only(type(exc), exc)).strip(), err=True)
+        say(''.join(traceback.format_exception_only(type(exc), exc)).strip())
     return _record(row, 'failed', ctx, error=message, seconds=round(seconds, 3))
 
 
@@ -195,10 +201,10 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
         except UserError as exc:
             raise UserError(f'--pairs: {row.name}: {exc}') from None
     check_report_writable(csv_path)
+    if device is not None:
+        pick_device(device)  # a bad --device is one error line under torchrun as in one process
     ctx, dist_device = distributed.setup(device)
     try:
-        if ctx.is_main:  # the last run's merged report would describe rows this run redoes
-            report_path(csv_path).unlink(missing_ok=True)
         dev = dist_device if dist_device is not None else pick_device(device)
         used_precision = precision_mod.resolve(cli['precision'], dev)
         if ctx.distributed:
@@ -208,6 +214,8 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
         with load_timer('load_networks'):
             nets, faces = projector.load_for_projection(cli, dev)
         faces.remember_landmarks()  # rows often share images: one look, many expressions
+        if ctx.is_main:  # the last run's merged report would describe rows this run redoes; kept until work starts
+            report_path(csv_path).unlink(missing_ok=True)
         cli_common.announce_precision(used_precision, cli['precision'], dev)
         resolution = nets.G.img_resolution
 
@@ -223,7 +231,7 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
                                                   align=cli['align'], face_index=cli['face_index'],
                                                   frame=cli['landmarks_frame'], retarget_groups=cli['retarget_groups'])
                 for warning in inputs.warnings:
-                    click.echo(f'warning: {row.name}: {warning}', err=True)
+                    say(f'warning: {row.name}: {warning}')
                 proj = projector.projector_for(nets, faces, inputs, cli, group_weights, row.overrides)
             out = prepare_outdir(str(row.outdir))
             # A redone row's old report goes first: until the new one is written, the folder is unfinished.

@@ -128,8 +128,8 @@ def test_load_missing_file(tmp_path):
         image_io.load_image(missing, what='--target_look')
     msg = str(excinfo.value)
     assert '--target_look' in msg and str(missing) in msg and '\n' not in msg
-    with pytest.raises(UserError):
-        image_io.load_image(tmp_path)                   # a folder is not a file
+    with pytest.raises(UserError, match=r'--target_look: .* is a folder, not an image file'):
+        image_io.load_image(tmp_path, what='--target_look')
 
 
 def test_load_not_an_image(tmp_path):

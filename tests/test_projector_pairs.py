@@ -151,6 +151,20 @@ def test_a_report_that_cannot_be_written_stops_before_any_row(tmp_path, tiny_pkl
     assert not (tmp_path / 'out').exists()
 
 
+def test_the_last_report_stays_when_the_run_stops_before_any_row(tmp_path, tiny_pkl, fan_weights, vgg_weights,
+                                                                   face_images):
+    """A typo in --network costs nothing: the last run's pairs_report.json goes only once work starts."""
+    look, landmarks = face_images
+    csv = tmp_path / 'p.csv'
+    csv.write_text(f'look,landmarks,outdir\n{look},{landmarks},out/a\n')
+    (tmp_path / 'pairs_report.json').write_text('{"rows": []}')
+    args = _common(tiny_pkl, fan_weights, vgg_weights) + ['--pairs', csv]
+    args[args.index('--network') + 1] = tmp_path / 'typo.pkl'
+    code, _, err = invoke(projector.main, args)
+    assert code == 2, err
+    assert (tmp_path / 'pairs_report.json').read_text() == '{"rows": []}'
+
+
 def test_pairs_and_single_options_do_not_mix(tmp_path, tiny_pkl, fan_weights, vgg_weights):
     code, _, err = invoke(projector.main, _common(tiny_pkl, fan_weights, vgg_weights)
                           + ['--pairs', tmp_path / 'p.csv', '--outdir', tmp_path / 'o'])

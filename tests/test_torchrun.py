@@ -85,3 +85,66 @@ def test_a_row_failing_on_rank_1_lets_rank_0_finish(tiny_pkl, fan_weights, vgg_w
     assert [(r['status'], r['rank']) for r in report['rows']] == [('ok', 0), ('failed', 1)]
     assert '1 done, 0 skipped (complete), 1 failed' in proc.stderr
     assert 'exitcode  : -15' not in proc.stderr and 'exitcode  : 1 (pid' in proc.stderr, proc.stderr[-3000:]
+
+
+# ----------------------------------------------------------------------------
+# distributed.setup on its own (no process group is started: each case stops before).
+
+@pytest.fixture
+def as_rank(monkeypatch):
+    def rank(local_rank: int):
+        monkeypatch.setenv('WORLD_SIZE', '2')
+        monkeypatch.setenv('RANK', str(local_rank))
+        monkeypatch.setenv('LOCAL_RANK', str(local_rank))
+    return rank
+
+
+def test_one_gpu_named_under_torchrun_is_one_error_line(as_rank):
+    import distributed
+    from dnnlib.util import UserError
+    as_rank(1)
+    with pytest.raises(UserError, match=r'--device cuda:1: under torchrun each process uses its own GPU'):
+        distributed.setup('cuda:1')
+
+
+def test_more_processes_than_gpus_is_one_error_line(as_rank, monkeypatch):
+    import torch
+
+    import distributed
+    from dnnlib.util import UserError
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    as_rank(1)
+    with pytest.raises(UserError, match=r'LOCAL_RANK 1 but the machine has 1 GPU\(s\)'):
+        distributed.setup('cuda')
+
+
+def test_a_finished_rank_waits_for_the_others_for_days(as_rank, monkeypatch):
+    """The ranks meet only at the merge, after all their rows; the wait must outlast any rank's work."""
+    import datetime
+
+    import torch.distributed as dist
+
+    import distributed
+    seen = {}
+
+    def init_process_group(backend, timeout):
+        seen.update(backend=backend, timeout=timeout)
+        raise RuntimeError('stop here')
+
+    monkeypatch.setattr(dist, 'is_initialized', lambda: False)
+    monkeypatch.setattr(dist, 'init_process_group', init_process_group)
+    as_rank(0)
+    with pytest.raises(RuntimeError, match='stop here'):
+        distributed.setup('cpu')
+    assert seen['backend'] == 'gloo' and seen['timeout'] >= datetime.timedelta(days=7)
+
+
+def test_a_bad_device_under_torchrun_is_the_one_process_error(tiny_pkl, fan_weights, vgg_weights, face_images,
+                                                              tmp_path):
+    csv = _write_csv(tmp_path / 'bad-device', *face_images)
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT), WORLD_SIZE='2', RANK='1', LOCAL_RANK='1')
+    args = [sys.executable, str(ROOT / 'projector.py'), '--pairs', str(csv), '--network', tiny_pkl, '--device', 'foo',
+            '--fan-weights', fan_weights, '--vgg-weights', vgg_weights]
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: --device: unknown device 'foo' (use cpu or cuda)"]
