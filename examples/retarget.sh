@@ -3,6 +3,7 @@
 #
 #   bash examples/retarget.sh [projector.py options...]
 #   bash examples/retarget.sh --num-steps=500 --device=cuda
+#   bash examples/retarget.sh --retarget-groups=lips        (given to run 2 only)
 #
 #   1. plain:      --target_landmarks=the landmark image (its whole face shape comes through);
 #   2. retarget:   the same with --retarget (eyebrows, eyes and lips from the landmark image,
@@ -22,7 +23,7 @@
 set -uo pipefail
 
 if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-    sed -n '2,21s/^# \{0,1\}//p' "$0"
+    sed -n '2,22s/^# \{0,1\}//p' "$0"
     exit 0
 fi
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -49,9 +50,19 @@ project() {  # name, then the run's own options
     fi
 }
 
-OPTIONS=("$@")
+# --retarget-groups goes to the --retarget run only (the other two would refuse it).
+OPTIONS=()
+GROUPS_OPTION=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --retarget-groups=*) GROUPS_OPTION=("$1") ;;
+        --retarget-groups) GROUPS_OPTION=("$1" "${2:-}"); shift ;;
+        *) OPTIONS+=("$1") ;;
+    esac
+    shift
+done
 project plain --target_landmarks="$LANDMARKS"
-if project retarget --target_landmarks="$LANDMARKS" --retarget; then
+if project retarget --target_landmarks="$LANDMARKS" --retarget "${GROUPS_OPTION[@]}"; then
     mkdir -p "$OUTDIR"
     # The retargeted points the run aimed at (written with --retarget, also without landmarks.json).
     if "$PYTHON" "$HERE/edit_landmarks.py" "$OUTDIR/retarget/target_landmarks_used.json" \

@@ -41,7 +41,8 @@ def test_retarget_example(tmp_path):
     fake.chmod(0o755)
     outdir = tmp_path / 'out'
     env = dict(PATH='/usr/bin:/bin', HOME=str(tmp_path), PYTHON=str(fake), OUTDIR=str(outdir))
-    command = ['bash', str(EXAMPLES / 'retarget.sh'), '--num-steps=3', '--network=mine.pkl']
+    command = ['bash', str(EXAMPLES / 'retarget.sh'), '--num-steps=3', '--retarget-groups', 'lips',
+               '--network=mine.pkl']
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     calls = [json.loads(line) for line in log.read_text().splitlines()]
@@ -50,6 +51,9 @@ def test_retarget_example(tmp_path):
     laugh = f'--target_landmarks={EXAMPLES / "faces" / "astronaut_laugh.png"}'
     assert laugh in calls[0] and '--retarget' not in calls[0]
     assert laugh in calls[1] and '--retarget' in calls[1]
+    # --retarget-groups reaches the --retarget run only (the others refuse it).
+    assert [i for i, args in enumerate(calls) if '--retarget-groups' in args] == [1]
+    assert calls[1][calls[1].index('--retarget-groups') + 1] == 'lips'
     assert f'--target_landmarks={outdir / "open_mouth.json"}' in calls[2]
     # The edited file: run 2's used target with the mouth opened, readable as a target.
     edited = landmark_targets.read_landmark_file(outdir / 'open_mouth.json', resolution=1024)
