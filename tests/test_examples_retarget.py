@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import landmark_targets
@@ -32,6 +33,17 @@ def test_edit_opens_the_mouth_and_raises_the_brows():
     np.testing.assert_allclose(edited[edit_landmarks.LOWER_LIP, 1] - points[edit_landmarks.LOWER_LIP, 1], 0.3 * eye)
     np.testing.assert_allclose(edited[edit_landmarks.BROWS, 1] - points[edit_landmarks.BROWS, 1], -0.1 * eye)
     np.testing.assert_allclose(edited[:, 0], points[:, 0])
+
+
+@pytest.mark.parametrize('target, extra, needle', [('out.npy', [], 'must be a .json file'),
+                                                   ('out.json', ['--open-mouth', 'nan'], '--open-mouth must be a finite')])
+def test_edit_refuses_what_would_lose_the_frame_or_the_points(tmp_path, target, extra, needle):
+    source = tmp_path / 'in.json'
+    landmark_targets.write_landmark_file(source, landmark_targets.mean_face(100, 100), (100, 100))
+    proc = subprocess.run([sys.executable, str(EXAMPLES / 'edit_landmarks.py'), str(source), str(tmp_path / target),
+                           *extra], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith('error: ') and needle in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / target).exists()
 
 
 def test_retarget_example(tmp_path):
