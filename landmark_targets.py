@@ -147,6 +147,15 @@ def split_set_name(path: PathLike) -> Tuple[Path, Optional[str]]:
     return Path(text), None
 
 
+def refuse_points_as_text(path: PathLike, what: str = '--target_landmarks') -> None:
+    """A ``.csv``, ``.tsv`` or ``.txt`` target is points written by hand or by another tool, not an
+    image: say which landmark files are read, rather than that the file is not an image."""
+    suffix = Path(str(path)).suffix.lower()
+    if suffix in ('.csv', '.tsv', '.txt'):
+        raise UserError(f'{what}: {path}: {suffix} files are not read; give points as '
+                        f'{", ".join(LANDMARK_SUFFIXES)} (README: "Landmark targets as coordinates")')
+
+
 def is_landmark_file(path: PathLike) -> bool:
     """Whether ``path`` names a landmark file (by its suffix, after any ``#set``) rather than an image."""
     return split_set_name(path)[0].suffix.lower() in LANDMARK_SUFFIXES
@@ -190,7 +199,7 @@ def _no_set(path, name: str, names) -> None:
 
 def _read_json(path: Path, key: str = 'landmarks') -> Tuple[np.ndarray, Optional[Frame]]:
     try:
-        data = json.loads(path.read_text(encoding='utf-8'))
+        data = json.loads(path.read_text(encoding='utf-8-sig'))
     except UnicodeDecodeError:
         _fail(path, 'not a JSON text file')
     except json.JSONDecodeError as exc:

@@ -214,6 +214,7 @@ def prepare_inputs(faces: FaceLandmarks, look_path: str, target_path: str, resol
     warnings += [warning] if warning else []
     target_image = None
     if not landmark_targets.is_landmark_file(target_path):
+        landmark_targets.refuse_points_as_text(target_path)
         raw, info = image_io.read_image(target_path, '--target_landmarks', min_side=min_side)
         report['target_image'] = info.as_dict()
         target_image, face, warning = frame_photo(faces, raw, resolution, align, face_index, str(target_path))

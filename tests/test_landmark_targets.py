@@ -431,3 +431,22 @@ def test_landmark_figure_script(tmp_path):
     from PIL import Image
     with Image.open(out) as img:
         assert img.size[0] == 400 and img.mode == 'RGB'
+
+
+def test_a_json_file_saved_with_a_byte_order_mark_reads(tmp_path):
+    """Windows Notepad writes UTF-8 with a BOM."""
+    points = lt.mean_face(64, 64)
+    path = tmp_path / 'notepad.json'
+    path.write_bytes(b'\xef\xbb\xbf' + json.dumps(dict(size=[64, 64], landmarks=points.tolist())).encode())
+    read, frame = lt.read_landmark_points(path)
+    np.testing.assert_allclose(read, points)
+    assert tuple(frame) == (64, 64)
+
+
+@pytest.mark.parametrize('name', ['points.csv', 'points.TXT', 'points.tsv'])
+def test_points_as_text_say_which_files_are_read(tmp_path, name):
+    with pytest.raises(UserError) as excinfo:
+        lt.refuse_points_as_text(tmp_path / name)
+    message = one_line_message(excinfo)
+    assert message.startswith('--target_landmarks: ') and '.json, .npy, .npz, .pts' in message
+    lt.refuse_points_as_text(tmp_path / 'face.png')  # images pass
