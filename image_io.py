@@ -423,10 +423,26 @@ def centre_crop_resize(image: np.ndarray, resolution: int) -> np.ndarray:
 # ----------------------------------------------------------------------------
 # Conversions.
 
+def check_rgb_array(image, what: str = 'image', resolution: Optional[int] = None) -> np.ndarray:
+    """``image`` if it is a numpy ``uint8 [H, W, 3]`` array (``[R, R, 3]`` given ``resolution``), else a
+    ``ValueError`` that says what it is and how to get such an array (the API's images)."""
+    hint = 'read files with image_io.load_image, and frame them with projector.prepare_image'
+    if not isinstance(image, np.ndarray):
+        kind = f'{type(image).__module__}.{type(image).__name__}'
+        raise ValueError(f'{what}: expected a numpy uint8 array [H, W, 3], got a {kind} ({hint}; '
+                         f'a PIL image: projector.prepare_image takes it)')
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f'{what}: expected a numpy uint8 array [H, W, 3], got {image.dtype} {list(image.shape)} '
+                         f'({hint})')
+    if resolution is not None and image.shape[:2] != (resolution, resolution):
+        raise ValueError(f'{what}: expected {resolution}x{resolution} (the generator\'s resolution), got '
+                         f'{image.shape[1]}x{image.shape[0]} (projector.prepare_image(image, {resolution}))')
+    return image
+
+
 def to_tensor(image: np.ndarray, device: Union[str, torch.device] = 'cpu') -> torch.Tensor:
     """``uint8 [H, W, 3]`` -> float32 ``[1, 3, H, W]`` in ``[-1, 1]``."""
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f'expected uint8 [H, W, 3], got {image.dtype} {list(image.shape)}')
+    check_rgb_array(image)
     x = torch.from_numpy(np.array(image, copy=True)).to(device=device, dtype=torch.float32)
     return (x.permute(2, 0, 1)[None] / 127.5) - 1
 

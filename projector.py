@@ -52,9 +52,13 @@ class LandmarkProjection:
     identity_similarity: Optional[float] = None  # cosine of FaceNet embeddings, look vs projection (FaceNet loaded)
 
 
-def prepare_image(image: np.ndarray, resolution: int) -> np.ndarray:
-    """Centre-crop square and Lanczos-resize ``uint8 [H, W, 3]`` to the generator's resolution."""
-    return image_io.centre_crop_resize(image, resolution)
+def prepare_image(image: Union[np.ndarray, 'PIL.Image.Image'], resolution: int) -> np.ndarray:
+    """Centre-crop square and Lanczos-resize ``uint8 [H, W, 3]`` (or a PIL image, taken as RGB) to
+    the generator's resolution."""
+    from PIL import Image
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert('RGB'))
+    return image_io.centre_crop_resize(image_io.check_rgb_array(image, 'prepare_image'), resolution)
 
 
 class LandmarkProjector:
@@ -82,7 +86,12 @@ class LandmarkProjector:
                  landmarks: Optional[LandmarkLoss] = None):
         device = misc.module_device(nets.G)
         R = nets.G.img_resolution
-        misc.assert_shape(look, [R, R, 3])
+        image_io.check_rgb_array(look, 'look', R)
+        if isinstance(target, LandmarkTarget) and target.resolution != R:
+            raise ValueError(f'the landmark target was read for {target.resolution}x{target.resolution}, the '
+                             f'generator makes {R}x{R}: load_target(..., resolution={R})')
+        if nets.fan is None or nets.perceptual is None:
+            raise ValueError('LandmarkProjector needs FAN and LPIPS: load_networks(..., need_fan=True, need_lpips=True)')
         self.nets = nets
         self.look = look
         self.lpips_weight = lpips_weight
@@ -101,7 +110,7 @@ class LandmarkProjector:
         elif self.target_input is not None:
             self.landmarks = self.target_input.loss(faces, group_weights, device=device)
         elif target is not None:
-            misc.assert_shape(target, [R, R, 3])
+            image_io.check_rgb_array(target, 'target', R)
             self.landmarks = LandmarkLoss(faces, image_io.to_tensor(target, device), group_weights)
         else:
             raise ValueError('give the landmark target: an image, a LandmarkTarget, or landmarks=LandmarkLoss')
@@ -170,6 +179,8 @@ class LandmarkProjector:
         if any(p.nets.G is not G for p in projectors):
             raise ValueError('run_batch needs projectors on one generator')
         seeds = list(seeds) if seeds is not None else [settings.seed] * len(projectors)
+        if len(seeds) != len(projectors):
+            raise ValueError(f'run_batch: {len(seeds)} seeds for {len(projectors)} projectors')
         result = project(G, per_latent([p.objective for p in projectors]), settings, seeds=seeds,
                          chunk_size=chunk_size, callbacks=callbacks)
         return [p._finish(result.select(i)) for i, p in enumerate(projectors)]

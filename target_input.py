@@ -113,6 +113,7 @@ def load_target(path: str, faces: FaceLandmarks, look: np.ndarray, resolution: i
     the target image already prepared at ``R x R`` (e.g. FFHQ-aligned); default: read ``path``
     and centre-crop it. Problems with the file are one-line ``UserError``s.
     """
+    image_io.check_rgb_array(look, 'look', resolution)
     look_points = framed_landmarks(faces, look, '--target_look')
     box = None
     if landmark_targets.is_landmark_file(path):
