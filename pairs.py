@@ -59,11 +59,15 @@ def read_pairs(path: str, overrides: Optional[Mapping[str, Callable[[str], objec
     if not records:
         raise UserError(f'--pairs: {csv_path} is empty; it needs a header row {",".join(REQUIRED_COLUMNS)}')
     header = [cell.strip().lower() for cell in records[0][1]]
+    while header and header[-1] == '':  # trailing empty columns, as spreadsheets export them
+        header.pop()
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise UserError(f'--pairs: {csv_path} lacks the column(s) {", ".join(missing)} (its header is '
                         f'{",".join(header)}; required: {",".join(REQUIRED_COLUMNS)})')
     unknown = [c for c in header if c not in REQUIRED_COLUMNS and c not in overrides]
+    if '' in header:
+        raise UserError(f'--pairs: {csv_path} has a column without a name in its header: {",".join(header)}')
     if unknown:
         allowed = ', '.join(sorted(overrides)) or 'none'
         raise UserError(f'--pairs: {csv_path} has unknown column(s) {", ".join(unknown)} (optional columns: {allowed})')
@@ -73,8 +77,9 @@ def read_pairs(path: str, overrides: Optional[Mapping[str, Callable[[str], objec
     rows: List[PairRow] = []
     seen_outdirs: Dict[Path, int] = {}
     for index, (line, cells) in enumerate(records[1:]):
-        if len(cells) > len(header):
+        if any(cell.strip() for cell in cells[len(header):]):
             raise UserError(f'--pairs: {csv_path} line {line} has {len(cells)} fields; the header has {len(header)}')
+        cells = cells[:len(header)]  # empty trailing cells are a spreadsheet's, not data
         values = dict(zip(header, [cell.strip() for cell in cells] + [''] * (len(header) - len(cells))))
         empty = [c for c in REQUIRED_COLUMNS if not values[c]]
         if empty:

@@ -22,6 +22,22 @@ import pairs
 from dnnlib.util import UserError
 
 REPORT_NAME = 'pairs_report.json'
+# What pairs_report.json gives of each finished row, from the row's report.json.
+ROW_METRICS = ('final_losses', 'lpips_to_look', 'landmark_error', 'identity_similarity', 'landmark_error_to_used_target')
+
+
+def row_metrics(report: Mapping) -> Dict:
+    return {k: report[k] for k in ROW_METRICS if k in report}
+
+
+def _kept_metrics(outdir: Path) -> Dict:
+    """The metrics of a row kept from an earlier run (its report.json), so that a resumed run's
+    pairs_report.json still has every finished row's numbers."""
+    import json
+    try:
+        return row_metrics(json.loads((Path(outdir) / 'report.json').read_text(encoding='utf-8')))
+    except (OSError, ValueError, TypeError):
+        return {}
 
 
 def report_path(csv_path: str) -> Path:
@@ -77,7 +93,8 @@ def run_pairs(rows: List[pairs.PairRow], prepare: Callable, optimize: Callable, 
     for row in mine:
         reason = pairs.redo_reason(row.outdir, expected(row) if expected else None, outputs) if resume else None
         if resume and reason is None:
-            records.append(_record(row, 'skipped', ctx, note='outputs complete (rerun with --no-resume to redo)'))
+            records.append(_record(row, 'skipped', ctx, note='outputs complete (rerun with --no-resume to redo)',
+                                   **_kept_metrics(row.outdir)))
             continue
         if resume and reason != pairs.UNFINISHED:
             say(f'{row.name}: the outputs in {row.outdir} {reason}: redoing it')
@@ -263,8 +280,7 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
             report['pairs'] = dict(csv=str(Path(csv_path).resolve()), row=row.index + 1, line=row.line,
                                    batch_size=batch_size)
             projector.finish_outputs(job['out'], written, report)
-            return {k: report[k] for k in ('final_losses', 'lpips_to_look', 'landmark_error', 'identity_similarity',
-                                           'landmark_error_to_used_target') if k in report}
+            return row_metrics(report)
 
         def expected(row):
             """The settings a row's complete outputs must have been made with for a resumed run to keep them."""

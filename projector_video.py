@@ -1278,7 +1278,8 @@ def main(network_pkl, fan_weights, vgg_weights, device, target_look, target_land
                               target_landmarks_folder=target_landmarks_folder, driving=driving, outdir=str(outdir),
                               detector=detector, detector_weights=detector_weights, fan_weights=fan_weights,
                               vgg_weights=vgg_weights, d_loss=d_loss, id_weights=id_weights,
-                              no_identity=no_identity, precision_requested=precision)
+                              no_identity=no_identity, precision=precision,  # asked for, as in every report
+                              precision_requested=precision)  # the name earlier reports used
     report['look_image'] = look_info.as_dict() if look_info is not None else None
     report['driving_input'] = source.info()
     report['timings'] = {**report['timings'], 'load_networks': timer.as_dict().get('load_networks', 0.0),

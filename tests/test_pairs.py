@@ -40,6 +40,12 @@ def test_overrides_are_parsed_and_empty_cells_keep_the_default(tmp_path):
     assert len(rows) == 2  # the blank line is not a row
 
 
+def test_a_spreadsheets_trailing_empty_columns_are_ignored(tmp_path):
+    write(tmp_path / 'p.csv', 'look,landmarks,outdir,,\na,b,o1,,\na,b,o2\n')
+    rows = pairs.read_pairs(str(tmp_path / 'p.csv'))
+    assert [r.outdir.name for r in rows] == ['o1', 'o2']
+
+
 @pytest.mark.parametrize('text, needles', [
     ('look,outdir\na,o\n', ['landmarks']),
     ('look,landmarks,outdir,colour\na,b,o,red\n', ['colour']),
@@ -49,6 +55,7 @@ def test_overrides_are_parsed_and_empty_cells_keep_the_default(tmp_path):
     ('look,landmarks,outdir,landmark_weight\na,b,o,lots\n', ['line 2', 'landmark_weight']),
     ('look,landmarks,outdir\na,b,o\nc,d,o\n', ['same outdir']),
     ('look,landmarks,outdir\na,b,o,extra\n', ['line 2', 'fields']),
+    ('look,,landmarks,outdir\na,,b,o\n', ['without a name']),
 ])
 def test_bad_files_give_one_line(tmp_path, text, needles):
     write(tmp_path / 'p.csv', text)

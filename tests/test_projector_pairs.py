@@ -85,6 +85,10 @@ def test_rerun_skips_complete_rows_and_no_resume_redoes(batched, pairs_dir, tiny
     report = read_json(pairs_dir / 'pairs_report.json')
     assert [r['status'] for r in report['rows']] == ['skipped', 'skipped']
     assert (pairs_dir / 'out' / 'a' / 'report.json').stat().st_mtime_ns == before
+    # A kept row's numbers come from its report.json.
+    kept = read_json(pairs_dir / 'out' / 'a' / 'report.json')
+    assert report['rows'][0]['landmark_error'] == kept['landmark_error']
+    assert report['rows'][0]['final_losses'] == kept['final_losses']
     csv.write_text('look,landmarks,outdir,seed\n' + (pairs_dir / 'pairs.csv').read_text().splitlines()[1] + '\n')
     code, _, err = invoke(projector.main, _common(tiny_pkl, fan_weights, vgg_weights) + ['--pairs', csv,
                                                                                         '--no-resume'])

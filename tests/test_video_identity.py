@@ -222,6 +222,7 @@ def test_identity_mode_joint_scores_against_the_look(args, facenet_file, tmp_pat
     assert all(0 <= f['losses']['identity'] <= 2 / len(SEEDS) for f in report['frames'])
     # --precision auto (the default): fp32 on a CPU without bfloat16 units, bf16 on one with them.
     assert report['precision'] == precision.resolve('auto', 'cpu') and report['settings']['precision_requested'] == 'auto'
+    assert report['settings']['precision'] == 'auto'  # what was asked for, as in projector's and morph's reports
 
 
 def test_no_identity_loads_nothing(args, facenet_file, tmp_path, empty_hub, monkeypatch):
