@@ -232,6 +232,13 @@ def prepare_inputs(faces: FaceLandmarks, look_path: str, target_path: str, resol
         if face is not None:
             report['target_face'] = face
         warnings += [warning] if warning else []
+    elif align:
+        _, size = landmark_targets.read_landmark_points(target_path)
+        given = tuple(size or landmark_targets.parse_frame(frame) or (resolution, resolution))
+        if given != (resolution, resolution):
+            warnings.append(f'--align aligns photos, not points: the points of {target_path} ({given[0]}x{given[1]} '
+                            f'frame) are scaled and centre-cropped to {resolution}x{resolution}, while the look is '
+                            f'FFHQ-aligned; give points in the aligned frame (an earlier run\'s landmarks.json)')
     target = load_target(target_path, faces, look, resolution, frame, retarget_groups, image=target_image)
     return PreparedInputs(look, target, report, warnings)
 

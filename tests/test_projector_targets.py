@@ -53,6 +53,22 @@ def json_runs(tiny_pkl, fan_weights, vgg_weights, face_images, tmp_path_factory)
     return dict(points=points, target=target, runs=runs)
 
 
+def test_align_with_points_of_another_frame_warns(tiny_pkl, fan_weights, vgg_weights, face_images, tmp_path):
+    """--align aligns the look photo; a landmark file's points are only scaled and centre-cropped,
+    so points framed for another picture no longer line up: said, and kept in report.json."""
+    photo_frame, own_frame = tmp_path / 'photo.json', tmp_path / 'aligned.json'
+    mean_face_file(photo_frame, size=64)
+    mean_face_file(own_frame)
+    for target, warned in ((photo_frame, True), (own_frame, False)):
+        out = tmp_path / target.stem
+        code, _, err = invoke(projector.main, base(tiny_pkl, fan_weights, vgg_weights, face_images[0], target, out, 1,
+                                                   '--align', '--detector', 'none'))
+        assert code == 0, err
+        said = [line for line in err.splitlines() if '--align aligns photos, not points' in line]
+        assert len(said) == int(warned), err
+        assert any('64x64 frame' in w for w in read_json(out / 'report.json')['warnings']) == warned
+
+
 def test_json_target_lowers_the_landmark_error(json_runs):
     off, on = json_runs['runs'][0.0]['report'], json_runs['runs'][1.0]['report']
     assert on['target_kind'] == 'points'
