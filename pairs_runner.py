@@ -59,6 +59,14 @@ def check_report_writable(csv_path: str) -> None:
                         f'({exc.strerror or exc.__class__.__name__}); copy the CSV to a folder you can write') from None
 
 
+class PairsInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``run_pairs``: carries the records of the rows finished (or skipped) so far."""
+
+    def __init__(self, records: List[Dict]):
+        super().__init__()
+        self.records = records
+
+
 def say(message: str) -> None:
     """A line on stderr that a progress bar on the terminal does not run into (``tqdm.write``)."""
     import sys
@@ -106,42 +114,49 @@ def run_pairs(rows: List[pairs.PairRow], prepare: Callable, optimize: Callable, 
                    dynamic_ncols=True, position=0)
         bar.update(len(mine) - len(todo))
     try:
-        for group in pairs.batches(todo, batch_size):
-            jobs = []
-            for row in group:
-                start = time.perf_counter()
-                try:
-                    jobs.append((row, prepare(row), time.perf_counter() - start))
-                except Exception as exc:  # noqa: BLE001 - a bad row fails alone
-                    records.append(_failed(row, exc, ctx, time.perf_counter() - start))
-                    if bar is not None:
-                        bar.update(1)
-            if not jobs:
-                continue
-            start = time.perf_counter()
-            try:
-                projections = optimize([job for _, job, _ in jobs])
-            except Exception as exc:  # noqa: BLE001
-                for row, _, prep in jobs:
-                    records.append(_failed(row, exc, ctx, prep))
-                if bar is not None:
-                    bar.update(len(jobs))
-                continue
-            shared = (time.perf_counter() - start) / len(jobs)
-            for (row, job, prep), projection in zip(jobs, projections):
-                start = time.perf_counter()
-                try:
-                    info = write(job, projection)
-                    records.append(_record(row, 'ok', ctx, seconds=round(prep + shared + time.perf_counter() - start, 3),
-                                           **info))
-                except Exception as exc:  # noqa: BLE001
-                    records.append(_failed(row, exc, ctx, prep + shared + time.perf_counter() - start))
-                if bar is not None:
-                    bar.update(1)
+        _run_batches(todo, prepare, optimize, write, batch_size, ctx, records, bar)
+    except KeyboardInterrupt:
+        raise PairsInterrupted(sorted(records, key=lambda r: r['index'])) from None
     finally:
         if bar is not None:
             bar.close()
     return sorted(records, key=lambda r: r['index'])
+
+
+def _run_batches(todo, prepare, optimize, write, batch_size, ctx, records, bar) -> None:
+    """``run_pairs``'s loop over the rows to do; appends one record per row to ``records``."""
+    for group in pairs.batches(todo, batch_size):
+        jobs = []
+        for row in group:
+            start = time.perf_counter()
+            try:
+                jobs.append((row, prepare(row), time.perf_counter() - start))
+            except Exception as exc:  # noqa: BLE001 - a bad row fails alone
+                records.append(_failed(row, exc, ctx, time.perf_counter() - start))
+                if bar is not None:
+                    bar.update(1)
+        if not jobs:
+            continue
+        start = time.perf_counter()
+        try:
+            projections = optimize([job for _, job, _ in jobs])
+        except Exception as exc:  # noqa: BLE001
+            for row, _, prep in jobs:
+                records.append(_failed(row, exc, ctx, prep))
+            if bar is not None:
+                bar.update(len(jobs))
+            continue
+        shared = (time.perf_counter() - start) / len(jobs)
+        for (row, job, prep), projection in zip(jobs, projections):
+            start = time.perf_counter()
+            try:
+                info = write(job, projection)
+                records.append(_record(row, 'ok', ctx, seconds=round(prep + shared + time.perf_counter() - start, 3),
+                                       **info))
+            except Exception as exc:  # noqa: BLE001
+                records.append(_failed(row, exc, ctx, prep + shared + time.perf_counter() - start))
+            if bar is not None:
+                bar.update(1)
 
 
 def _record(row: pairs.PairRow, status: str, ctx: distributed.Context, **extra) -> Dict:
@@ -168,7 +183,9 @@ def merge_and_report(ctx: distributed.Context, records: List[Dict], csv_path: st
     try:
         if gathered is not None:
             merged = sorted((r for part in gathered for r in part), key=lambda r: r['index'])
-            counts = {s: sum(r['status'] == s for r in merged) for s in ('ok', 'skipped', 'failed')}
+            statuses = ('ok', 'skipped', 'failed') + (('interrupted',) if any(r['status'] == 'interrupted'
+                                                                               for r in merged) else ())
+            counts = {s: sum(r['status'] == s for r in merged) for s in statuses}
             report = dict(command='projector --pairs', pairs=str(Path(csv_path).resolve()), world_size=ctx.world_size,
                           counts=counts, settings=settings, rows=merged)
             image_io.save_json(report_path(csv_path), report)
@@ -299,10 +316,18 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
         # A complete row has the files this run would write (landmarks.json unless --no-save_landmarks).
         outputs = (*pairs.COMPLETE_OUTPUTS, *(['landmarks.json'] if cli['save_landmarks'] else []),
                    *(['target_landmarks_used.json'] if cli['retarget'] else []))
-        records = run_pairs(rows, prepare, optimize, write, batch_size=batch_size, resume=resume, ctx=ctx,
-                            expected=expected, outputs=outputs)
-        merged = merge_and_report(ctx, records, csv_path, dict(cli, batch_size=batch_size, resume=resume,
-                                                               precision_used=used_precision, device=str(dev)))
+        run_settings = dict(cli, batch_size=batch_size, resume=resume, precision_used=used_precision, device=str(dev))
+        try:
+            records = run_pairs(rows, prepare, optimize, write, batch_size=batch_size, resume=resume, ctx=ctx,
+                                expected=expected, outputs=outputs)
+        except PairsInterrupted as stop:
+            if not ctx.distributed:  # (under torchrun Ctrl-C stops every rank: no merge)
+                done = {r['index'] for r in stop.records}
+                rest = [_record(row, 'interrupted', ctx) for row in rows if row.index not in done]
+                merge_and_report(ctx, stop.records + rest, csv_path, run_settings)
+                say(f'{report_path(csv_path)} lists the rows finished before the interrupt')
+            raise
+        merged = merge_and_report(ctx, records, csv_path, run_settings)
     finally:
         distributed.teardown(ctx)
     # The exit status is the merged result's, given by rank 0 (under torchrun the other ranks end with 0

@@ -169,6 +169,29 @@ def test_the_last_report_stays_when_the_run_stops_before_any_row(tmp_path, tiny_
     assert (tmp_path / 'pairs_report.json').read_text() == '{"rows": []}'
 
 
+def test_an_interrupt_leaves_a_report_of_the_rows_finished(tmp_path, tiny_pkl, fan_weights, vgg_weights, face_images,
+                                                            monkeypatch):
+    look, landmarks = face_images
+    csv = tmp_path / 'p.csv'
+    csv.write_text(f'look,landmarks,outdir\n{look},{landmarks},out/a\n{landmarks},{look},out/b\n{look},{look},out/c\n')
+    real_run, calls = projector.LandmarkProjector.run, []
+
+    def run(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C during the second row
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(projector.LandmarkProjector, 'run', run)
+    code, _, err = invoke(projector.main, _common(tiny_pkl, fan_weights, vgg_weights) + ['--pairs', csv])
+    assert code == 130, err
+    report = read_json(tmp_path / 'pairs_report.json')
+    assert [r['status'] for r in report['rows']] == ['ok', 'interrupted', 'interrupted']
+    assert report['counts'] == dict(ok=1, skipped=0, failed=0, interrupted=2)
+    assert (tmp_path / 'out' / 'a' / 'report.json').is_file() and not (tmp_path / 'out' / 'b' / 'report.json').exists()
+    assert 'lists the rows finished before the interrupt' in err
+
+
 def test_pairs_and_single_options_do_not_mix(tmp_path, tiny_pkl, fan_weights, vgg_weights):
     code, _, err = invoke(projector.main, _common(tiny_pkl, fan_weights, vgg_weights)
                           + ['--pairs', tmp_path / 'p.csv', '--outdir', tmp_path / 'o'])
