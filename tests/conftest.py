@@ -114,6 +114,13 @@ def vgg_weights(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.fixture(scope='session')
+def nets(tiny_pkl, fan_weights, vgg_weights):
+    """``loaders.Networks`` of the tiny generator with the random FAN and VGG (read-only, so shared)."""
+    import loaders
+    return loaders.load_networks(tiny_pkl, torch.device('cpu'), fan_weights=fan_weights, vgg_weights=vgg_weights)
+
+
 def render(G, seed: int) -> np.ndarray:
     """``uint8 [R, R, 3]`` image G makes from ``z`` drawn with ``seed`` (const noise)."""
     import image_io

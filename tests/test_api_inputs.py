@@ -8,7 +8,6 @@ import pytest
 import torch
 from PIL import Image
 
-import loaders
 import optimization as opt
 from conftest import render
 from face_landmarks import FaceLandmarks
@@ -17,11 +16,6 @@ from target_input import load_target
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 R = 32
-
-
-@pytest.fixture(scope='module')
-def nets(tiny_pkl, fan_weights, vgg_weights):
-    return loaders.load_networks(tiny_pkl, torch.device('cpu'), fan_weights=fan_weights, vgg_weights=vgg_weights)
 
 
 @pytest.fixture(scope='module')

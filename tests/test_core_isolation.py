@@ -23,11 +23,6 @@ STEPS = 3
 
 
 @pytest.fixture(scope='module')
-def nets(tiny_pkl, fan_weights, vgg_weights):
-    return loaders.load_networks(tiny_pkl, torch.device('cpu'), fan_weights=fan_weights, vgg_weights=vgg_weights)
-
-
-@pytest.fixture(scope='module')
 def faces(tiny_G):
     return {seed: render(tiny_G, seed) for seed in (1, 2, 3, 4)}
 
