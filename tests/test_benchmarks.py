@@ -77,3 +77,11 @@ def test_relative_difference():
     assert relative_difference(0.95, -1.0) == pytest.approx(1.95)
     assert relative_difference(0.0, 0.0) == 0.0
     assert relative_difference(1.0, 0.0) == float('inf')
+
+
+def test_start_time_prints_wall_and_cpu_seconds():
+    cmd = [sys.executable, str(ROOT / 'benchmarks' / 'start_time.py'), '--repeats', '1', '--json']
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert row['runs'] == 1 and row['threads'] == 1 and row['wall_s'] > 0 and row['cpu_s'] > 0
