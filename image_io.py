@@ -790,13 +790,45 @@ def _animation_frames(path: Path, what: str, min_side: Optional[int]) -> Iterato
 
 # Video files through imageio-ffmpeg.
 
+def _ffmpeg_input(path: Path) -> str:
+    """``path`` as ffmpeg must be given it: absolute, since ffmpeg reads ``take:1.mp4`` as the
+    protocol ``take`` (and ``Path`` drops a ``./`` written before it)."""
+    return os.path.abspath(str(path))
+
+
 def _ffmpeg_header(path: Path) -> str:
     """What ``ffmpeg -i FILE`` says about the file (its stream descriptions), as text."""
     import subprocess
     import imageio_ffmpeg
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), '-hide_banner', '-nostdin', '-i', str(path)]
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), '-hide_banner', '-nostdin', '-i', _ffmpeg_input(path)]
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
     return proc.stderr.decode('utf-8', errors='replace')
+
+
+# What ffmpeg says when a file ends early or is damaged where it decodes (not its benign notes).
+_DAMAGE = ('partial file', 'invalid data found', 'decoding error', 'truncat', 'corrupt')
+
+
+def _scan_video(path: Path) -> Tuple[Optional[int], Optional[float], Optional[str]]:
+    """Decode the first video stream to nowhere: the frames that decode, the seconds they span (to
+    the end of the last frame: the video's own length, whatever an audio stream's), and the first
+    damage ffmpeg reports on the way (a file cut short), or None for each that it does not say."""
+    import re
+    import subprocess
+    import imageio_ffmpeg
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), '-hide_banner', '-nostdin', '-i', _ffmpeg_input(path),
+           '-map', '0:v:0', '-vf', 'null', '-f', 'null', '-']
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    text = proc.stderr.decode('utf-8', errors='replace')
+    frames = seconds = problem = None
+    for line in text.replace('\r', '\n').splitlines():
+        progress = re.search(r'frame=\s*(\d+).*?time=\s*(\d+):(\d+):(\d+(?:\.\d+)?)', line)
+        if progress:
+            frames = int(progress.group(1))
+            seconds = int(progress.group(2)) * 3600 + int(progress.group(3)) * 60 + float(progress.group(4))
+        elif problem is None and any(word in line.lower() for word in _DAMAGE):
+            problem = line.split('] ')[-1].strip()
+    return frames or None, seconds or None, problem
 
 
 def _parse_video_header(text: str) -> Optional[dict]:
@@ -853,16 +885,32 @@ def _container_seconds(text: str) -> Optional[float]:
     return seconds if seconds > 0 else None
 
 
-def _missing_frames_warning(num_frames: Optional[int], fps: Optional[float], seconds: Optional[float]) -> Optional[str]:
-    """A note when far fewer frames decode than the header's duration promises: a file cut short
-    (an interrupted copy or download) still plays its first part, so this is said, not refused."""
-    if not num_frames or not fps or not seconds:
+def _missing_frames_warning(num_frames: Optional[int], fps: Optional[float], seconds: Optional[float],
+                            problem: Optional[str] = None) -> Optional[str]:
+    """A note when ffmpeg reports damage while decoding (``problem``) and fewer frames decode than
+    the header's duration promises: a file cut short (an interrupted copy or download) still plays
+    its first part, so this is said, not refused. Without damage, a shorter video stream is not
+    one (an audio stream that runs longer sets the file's duration)."""
+    if not num_frames or not problem:
         return None
-    promised = seconds * fps
-    if num_frames >= 0.9 * promised - 1:
+    promised = seconds * fps if fps and seconds else None
+    if promised is not None and num_frames >= 0.9 * promised - 1:
         return None
-    return (f'only {num_frames} frames can be read, though the header promises about {promised:.0f} '
-            f'({seconds:.2f} s at {fps:g} fps): a truncated or damaged file? The animation uses the {num_frames}')
+    said = (f'though the header promises about {promised:.0f} ({seconds:.2f} s at {fps:g} fps)'
+            if promised is not None else f'then ffmpeg reports: {problem}')
+    return f'only {num_frames} frames can be read, {said}: a truncated or damaged file? The animation uses the {num_frames}'
+
+
+def _average_rate(num_frames: Optional[int], seconds: Optional[float], header_fps: Optional[float],
+                  header_variable: bool) -> Tuple[Optional[float], bool]:
+    """The frame rate and whether the timing is variable: the header's, unless the frames that
+    decode span another length than that rate gives them (a Matroska/WebM header states a
+    nominal rate, not the average of a variable one): then their average."""
+    if num_frames and seconds and num_frames > 1:
+        average = num_frames / seconds
+        if not header_fps or abs(average / header_fps - 1) > 0.02:
+            return average, True
+    return header_fps, header_variable
 
 
 def _open_video(path: Path, what: str, min_side: Optional[int]) -> DrivingInput:
@@ -878,15 +926,14 @@ def _open_video(path: Path, what: str, min_side: Optional[int]) -> DrivingInput:
         size = (size[1], size[0])                # ffmpeg turns the frames upright (autorotate)
     if size is not None and min_side:
         size = _scaled_size(size, min_side)
-    num_frames = None
     try:
-        import imageio_ffmpeg
-        num_frames = int(imageio_ffmpeg.count_frames_and_secs(str(path))[0]) or None
-    except Exception:
-        pass
-    return DrivingInput(path=path, kind='video', fps=header['fps'] or 30.0, num_frames=num_frames, size=size,
-                        rotation=header['rotation'], variable_timing=header['variable_timing'],
-                        warning=_missing_frames_warning(num_frames, header['fps'], _container_seconds(text)),
+        num_frames, seconds, problem = _scan_video(path)
+    except Exception:  # noqa: BLE001 - the count is a nicety; reading the frames says what is wrong
+        num_frames = seconds = problem = None
+    fps, variable = _average_rate(num_frames, seconds, header['fps'], header['variable_timing'])
+    return DrivingInput(path=path, kind='video', fps=fps or 30.0, num_frames=num_frames, size=size,
+                        rotation=header['rotation'], variable_timing=variable,
+                        warning=_missing_frames_warning(num_frames, header['fps'], _container_seconds(text), problem),
                         what=what, min_side=min_side)
 
 
@@ -921,7 +968,7 @@ def _video_frames(driving: DrivingInput) -> Iterator[np.ndarray]:
     if driving.min_side and driving.size is not None:
         output_params += ['-vf', f'scale={driving.size[0]}:{driving.size[1]}:flags=lanczos']
     try:
-        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt='rgb24', output_params=output_params)
+        reader = imageio_ffmpeg.read_frames(_ffmpeg_input(path), pix_fmt='rgb24', output_params=output_params)
         with _quiet_imageio_ffmpeg():
             meta = next(reader)
     except Exception as exc:

@@ -417,9 +417,16 @@ class AnimationRun:
         except (OSError, ValueError):
             return None
 
+    def has_work(self) -> bool:
+        """Whether an earlier run here finished anything worth keeping: a frame or the joint
+        schedule's first stage (a run that failed or was stopped before has nothing to lose)."""
+        return self.num_finished() > 0 or (self.state_dir / 'stage1.npz').is_file()
+
     def check(self, resume: bool) -> bool:
         """Whether the finished work in ``outdir`` is reused (nothing is changed here)."""
         existing = self.existing_fingerprint()
+        if existing is not None and resume and existing != self.fingerprint and not self.has_work():
+            return False  # other settings, but nothing finished: start over
         if existing is not None and resume and existing != self.fingerprint:
             changed = sorted(k for k in set(existing) | set(self.fingerprint) if existing.get(k) != self.fingerprint.get(k))
             raise UserError(f'{self.outdir} holds an animation made with other settings ({", ".join(changed)}); '

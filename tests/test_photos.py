@@ -542,6 +542,47 @@ def test_driving_video_cut_short_is_read_with_a_warning(tmp_path):
     assert image_io._missing_frames_warning(29, 30.0, 1.0) is None      # a frame short of the header: normal
 
 
+def test_audio_longer_than_the_video_is_not_damage(tmp_path):
+    """A phone clip's audio often runs past its video, and the file's duration is the longer one."""
+    path = tmp_path / 'longaudio.mp4'
+    proc = subprocess.run([_ffmpeg(), '-y', '-loglevel', 'error', '-f', 'lavfi', '-i', 'testsrc=size=64x48:rate=10',
+                           '-f', 'lavfi', '-i', 'sine=duration=1.5', '-t:v', '0.6', '-c:v', 'libx264',
+                           '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-shortest', str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        proc = subprocess.run([_ffmpeg(), '-y', '-loglevel', 'error', '-f', 'lavfi', '-i', 'testsrc=size=64x48:rate=10',
+                               '-f', 'lavfi', '-i', 'sine=duration=1.5', '-frames:v', '6', '-c:v', 'libx264',
+                               '-pix_fmt', 'yuv420p', '-c:a', 'aac', str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f'the bundled ffmpeg cannot write the clip: {proc.stderr.strip()[-200:]}')
+    driving = image_io.open_driving(path)
+    assert driving.num_frames == 6 and len(list(driving)) == 6
+    assert driving.warning is None and driving.fps == pytest.approx(10)
+
+
+def test_a_webm_header_rate_is_nominal_the_frames_give_the_average(tmp_path):
+    """Matroska/WebM headers state a nominal rate: 6 frames stored over 1.3 s (a pause in the
+    middle, as a webcam recording has) are 4.6 fps on average, not the header's 10."""
+    path = tmp_path / 'pause.webm'
+    pts = "setpts='if(lt(N\\,3)\\,N*100\\,700+N*100)'"
+    proc = subprocess.run([_ffmpeg(), '-y', '-loglevel', 'error', '-f', 'lavfi', '-i', 'testsrc=size=64x48:rate=10',
+                           '-frames:v', '6', '-vf', f'settb=1/1000,{pts}', '-fps_mode', 'vfr', '-c:v', 'libvpx',
+                           str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f'the bundled ffmpeg cannot write the clip: {proc.stderr.strip()[-200:]}')
+    driving = image_io.open_driving(path)
+    assert driving.num_frames == 6 and len(list(driving)) == 6
+    assert driving.variable_timing is True and driving.fps == pytest.approx(6 / 1.3, rel=0.02)
+    assert driving.warning is None
+
+
+def test_a_relative_video_name_with_a_colon_reads(tmp_path, monkeypatch):
+    """ffmpeg takes ``take:1.mp4`` for the protocol ``take``."""
+    _write_clip(tmp_path / 'take:1.mp4', _clip_frames(2))
+    monkeypatch.chdir(tmp_path)
+    driving = image_io.open_driving('take:1.mp4')
+    assert driving.num_frames == 2 and len(list(driving)) == 2
+
+
 @pytest.mark.parametrize('average, base, variable', [(30, 30, False), (29.97, 29.97, False), (25, 50, False),
                                                      (27.3, 30, True), (2.19, 25, True), (None, 30, False)])
 def test_variable_frame_rate_rule(average, base, variable):
