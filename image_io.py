@@ -578,7 +578,8 @@ class VideoWriter:
 # Driving sequences: a folder of stills, a video file, or an animated GIF / WebP.
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff', '.gif', '.heic', '.heif', '.avif')
-VIDEO_SUFFIXES = ('.mp4', '.mov', '.m4v', '.webm', '.mkv', '.avi')
+VIDEO_SUFFIXES = ('.mp4', '.mov', '.m4v', '.webm', '.mkv', '.avi', '.mpg', '.mpeg', '.m1v', '.m2v', '.ts', '.mts',
+                  '.m2ts', '.3gp', '.flv', '.wmv', '.ogv')
 _MIN_FRAME_MS = 20  # GIF/WebP frame delays below this play at 100 ms in browsers; so here too
 
 

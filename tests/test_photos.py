@@ -575,6 +575,18 @@ def test_a_webm_header_rate_is_nominal_the_frames_give_the_average(tmp_path):
     assert driving.warning is None
 
 
+def test_an_mpeg1_elementary_stream_is_a_video_not_a_still(tmp_path):
+    """PIL's MPEG plugin takes such a file for one picture."""
+    path = tmp_path / 'clip.m1v'
+    proc = subprocess.run([_ffmpeg(), '-y', '-loglevel', 'error', '-f', 'lavfi', '-i', 'testsrc=size=64x48:rate=25',
+                           '-frames:v', '4', '-c:v', 'mpeg1video', '-f', 'mpeg1video', str(path)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f'the bundled ffmpeg cannot write the clip: {proc.stderr.strip()[-200:]}')
+    driving = image_io.open_driving(path)
+    assert driving.kind == 'video' and len(list(driving)) == 4
+
+
 def test_a_relative_video_name_with_a_colon_reads(tmp_path, monkeypatch):
     """ffmpeg takes ``take:1.mp4`` for the protocol ``take``."""
     _write_clip(tmp_path / 'take:1.mp4', _clip_frames(2))
