@@ -80,6 +80,9 @@ def load_networks(network_pkl: str, device: torch.device, fan_weights: Optional[
     if G.img_channels != 3:
         raise legacy.NetworkLoadError(f'{network_pkl}: the generator makes {G.img_channels}-channel images; '
                                       f'faces need RGB')
+    if G.c_dim:
+        print(f'warning: {network_pkl} is a conditional network ({G.c_dim} classes): it is used with no class '
+              f'(an all-zero label), for the mean of W and the realism term too', file=sys.stderr)
     D = None
     if need_D:
         D = data['D']
@@ -130,7 +133,9 @@ def split_latent_index(path: str) -> Tuple[str, Optional[int]]:
     animation's ``latents.npz``). A path that exists as given is never split."""
     text = str(path)
     base, sep, index = text.rpartition('#')
-    if sep and index.isdigit() and base.lower().endswith('.npz') and not os.path.exists(text):
+    if sep and base.lower().endswith('.npz') and not os.path.exists(text):
+        if not index.isdigit():
+            raise UserError(f'{text}: after # comes the number of a latent in the file, from 0 (got {index!r})')
         return base, int(index)
     return text, None
 

@@ -223,7 +223,10 @@ def main(network_pkl, fan_weights, vgg_weights, device, input_a, input_b, method
     inputs = {}
     image_infos = {}  # how each image input was read (orientation, colour): for the report
     for what, path in (('--a', input_a), ('--b', input_b)):
-        file, _ = split_latent_index(path)  # FILE.npz#K: one latent of an animation's latents.npz
+        try:
+            file, _ = split_latent_index(path)  # FILE.npz#K: one latent of an animation's latents.npz
+        except UserError as exc:
+            raise UserError(f'{what}: {exc}') from None
         if file.lower().endswith('.npz'):
             if not Path(file).is_file():
                 raise UserError(f'{what}: file not found: {file}')

@@ -43,7 +43,6 @@ import argparse
 import itertools
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -60,10 +59,15 @@ LABELS = dict(generator='generator f+b', fan='fan f+b', lpips='lpips f+b', ident
 
 
 def _peak_mib(device) -> float:
+    """The device's peak memory: CUDA's allocator peak, or this process's peak resident set size
+    (``VmHWM``, which starts afresh with the process; ``ru_maxrss`` carries the parent's peak over
+    fork and exec, so every part's peak read as the parent's)."""
     import torch
+
+    from benchmarks.image_memory import _peak_mib as peak_rss_mib
     if device.type == 'cuda':
         return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_mib()
 
 
 def cpu_description() -> dict:

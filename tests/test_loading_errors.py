@@ -133,3 +133,13 @@ def test_the_allocation_budget_counts_every_way_of_asking_for_a_tensor():
     with pytest.raises(legacy.NetworkLoadError, match='test: refused while building it'):
         with budget:
             torch.empty(size=[60])
+
+
+def test_a_conditional_network_says_it_is_used_without_a_class(capsys):
+    from loaders import load_networks
+    nets = load_networks(str(DATA / 'cond-orig.pkl'), torch.device('cpu'), need_fan=False, need_lpips=False)
+    assert nets.G.c_dim == 5
+    err = capsys.readouterr().err
+    assert 'conditional network (5 classes)' in err and 'all-zero label' in err
+    load_networks(str(DATA / 'tiny-skip.pkl'), torch.device('cpu'), need_fan=False, need_lpips=False)
+    assert 'conditional' not in capsys.readouterr().err

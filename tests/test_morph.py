@@ -277,6 +277,15 @@ def test_one_frame_of_an_animations_latents(latent_files, tiny_pkl, vgg_weights,
     assert report['inputs']['--a'] == dict(kind='latent', path=f'{video}#1', noise_maps=True)
 
 
+@pytest.mark.parametrize('suffix', ['#x', '#-1', '# 1'])
+def test_a_latent_number_that_is_not_one_says_so(suffix, tmp_path):
+    import loaders
+    from dnnlib.util import UserError
+    with pytest.raises(UserError, match=r'after # comes the number of a latent in the file, from 0'):
+        loaders.split_latent_index(str(tmp_path / f'latents.npz{suffix}'))
+    assert loaders.split_latent_index(str(tmp_path / 'latents.npz#2')) == (str(tmp_path / 'latents.npz'), 2)
+
+
 def test_interrupted_rerun_leaves_no_old_report(latent_files, tiny_pkl, vgg_weights, tmp_path, monkeypatch):
     """A second run into the folder, interrupted after its images: the first run's report.json must not
     stay beside them as if it described them."""
