@@ -41,11 +41,14 @@ class Networks:
 def network_info(G, data: Optional[dict] = None) -> Dict[str, object]:
     """What a report records about a loaded generator: family (``ada``, ``tf`` or ``sg3-repo``, as
     ``legacy.load_network_pkl`` says), architecture (``stylegan2`` / ``stylegan3``), pickle protocol,
-    resolution, ``num_ws``, ``w_dim``, ``c_dim``."""
+    resolution, ``num_ws``, ``w_dim``, ``c_dim`` (and StyleGAN3's ``config``, T or R)."""
     data = data or {}
-    return dict(family=data.get('family', 'ada'), architecture=getattr(G, 'architecture', 'stylegan2'),
+    info = dict(family=data.get('family', 'ada'), architecture=getattr(G, 'architecture', 'stylegan2'),
                 pickle_protocol=data.get('protocol'), resolution=int(G.img_resolution), num_ws=int(G.num_ws),
                 w_dim=int(G.w_dim), c_dim=int(G.c_dim))
+    if getattr(G, 'config', None):  # StyleGAN3: 'T' or 'R', as legacy.py --info says
+        info['config'] = G.config
+    return info
 
 
 def _frozen(module: torch.nn.Module, device) -> torch.nn.Module:

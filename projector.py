@@ -39,7 +39,7 @@ from landmark_loss import (DEFAULT_GROUP_WEIGHTS, DEFAULT_GROUP_WEIGHTS_TEXT, LA
 from target_input import LandmarkTarget, framed_landmarks, load_target
 from loaders import Networks, load_networks, projection_arrays
 from objectives import DEFAULT_D_WEIGHT, look_and_landmarks, per_latent, realism_term
-from optimization import ProjectionResult, ProjectionSettings, StepInfo, project
+from optimization import ProjectionResult, ProjectionSettings, StepInfo, noise_buffer_names, project
 from torch_utils import misc
 
 
@@ -486,7 +486,8 @@ def make_report(cli: dict, target_look: str, target_landmarks: str, outdir: str,
                       fan_weights=c['fan_weights'], vgg_weights=c['vgg_weights'], precision=c['precision']),
         precision=used_precision,
         network=dict(nets.info),
-        optimizer=asdict(settings),
+        # optimize_noise as it was: a generator without noise inputs (StyleGAN3) has none to optimize
+        optimizer=dict(asdict(settings), optimize_noise=settings.optimize_noise and bool(noise_buffer_names(nets.G))),
         generator=dict(resolution=nets.G.img_resolution, num_ws=nets.G.num_ws, w_dim=nets.G.w_dim),
         face_box=asdict(projector.landmarks.box),
         final_losses=projection.result.losses[0],

@@ -47,6 +47,8 @@ def test_projection_outputs_and_report(projected):
     assert np.isfinite(report['lpips_to_look']) and np.isfinite(report['landmark_error'])
     assert report['network']['architecture'] == 'stylegan3'
     assert report['network']['family'] == 'sg3-repo'
+    assert report['network']['config'] in ('T', 'R')
+    assert report['optimizer']['optimize_noise'] is False  # StyleGAN3 has no noise inputs to optimize
 
 
 def test_saved_latent_reproduces_the_projection(projected, sg3_G):
