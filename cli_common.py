@@ -28,7 +28,12 @@ def run(command: click.Command, args=None) -> None:
     (``cpu_memory.keep_freed_memory``): each step's activations are then not mapped and
     page-faulted in again.
     """
+    import signal
+
+    import cli_startup
     import cpu_memory
+    if signal.getsignal(signal.SIGINT) is cli_startup.quiet_exit:  # (a script's own start) from here on,
+        signal.signal(signal.SIGINT, signal.default_int_handler)    # Ctrl-C is KeyboardInterrupt again
     cpu_memory.keep_freed_memory()
     _created_outdirs.clear()
     try:

@@ -26,6 +26,8 @@ runs no FAN, so the crop box is the fixed one of FFHQ-aligned faces (``identity.
 
 from __future__ import annotations
 
+import cli_startup  # noqa: F401 - first: Ctrl-C during the imports below is a quiet exit
+
 import hashlib
 from dataclasses import asdict
 from pathlib import Path

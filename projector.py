@@ -15,6 +15,8 @@ Command line: ``python projector.py --help``. Python::
 
 from __future__ import annotations
 
+import cli_startup  # noqa: F401 - first: Ctrl-C during the imports below is a quiet exit
+
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union

@@ -77,6 +77,8 @@ Python: ``animate(nets, driving, settings, look=...)`` returns the frames, laten
 
 from __future__ import annotations
 
+import cli_startup  # noqa: F401 - first: Ctrl-C during the imports below is a quiet exit
+
 import contextlib
 import hashlib
 import json

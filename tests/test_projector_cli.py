@@ -481,6 +481,20 @@ def test_a_run_does_not_import_torch_dynamo(tiny_pkl, fan_weights, vgg_weights, 
     assert 'dynamo imported: False' in proc.stderr
 
 
+@pytest.mark.parametrize('script', ['projector.py', 'projector_video.py', 'morph.py'])
+def test_ctrl_c_while_importing_is_a_quiet_exit(script, tmp_path):
+    """A user who notices a wrong option stops the run at once, while torch is still being imported."""
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, script, '--help'], cwd=REPO, env=subprocess_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # past the interpreter's start, well inside the imports (torch alone takes seconds)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip() == 'error: interrupted' and out == ''
+
+
 def _example_commands(help_text: str):
     """The ``python projector.py ...`` commands of the help text, continuation lines joined, split."""
     import shlex
