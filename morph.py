@@ -221,6 +221,8 @@ def main(network_pkl, fan_weights, vgg_weights, device, input_a, input_b, method
     weights at hand (--id-weights, or already cached), report.json gives each blend's identity
     similarity to --a and --b.
     """
+    if method == 'linear' and crossover is not None:  # an option that would do nothing is refused
+        raise UserError('--crossover applies to --method style or attribute (or all), not linear')
     timer = PhaseTimer()
     inputs = {}
     image_infos = {}  # how each image input was read (orientation, colour): for the report

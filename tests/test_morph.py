@@ -387,6 +387,7 @@ def test_not_an_image(face_images, tiny_pkl, vgg_weights, tmp_path):
     ('all', NUM_WS + 1, 'crossover'),  # fine for attribute mixing, not for style mixing
     ('attribute', W_DIM + 1, 'crossover'),
     ('style', -1, 'crossover'),
+    ('linear', 2, 'applies to --method style or attribute'),  # would do nothing
 ])
 def test_crossover_out_of_range(method, crossover, needle, latent_files, tiny_pkl, vgg_weights, tmp_path):
     outdir = tmp_path / 'out'
