@@ -1086,6 +1086,8 @@ def assemble_outputs(G, anim: AnimationRun, num_frames: int, look: Optional[np.n
                 frames.append(frame)
                 keyframe += 1
             video.append(frame)
+        for _ in range(subframes):  # the last key frame is held for its whole interval, like the others:
+            video.append(frame)     # the animation lasts as long as the driving clip
 
     with image_io.VideoWriter(out / 'side_by_side.mp4', fps=fps) as video:
         for i, record in enumerate(records):

@@ -151,9 +151,10 @@ def test_identity_run_outputs(identity_run, inputs):
     # Frames are warm-started and optimized: neighbouring latents differ, but not wildly.
     assert all(not np.array_equal(latents[i], latents[i + 1]) for i in range(NUM_FRAMES - 1))
 
-    # --subframes 1: T + (T - 1) frames at twice the folder's default 30 fps.
+    # --subframes 1: 2T frames (one between neighbours, and the last frame held) at twice the folder's
+    # default 30 fps: as long as the driving frames at 30 fps.
     n, fps, shape = identity_run['animation']
-    assert n == NUM_FRAMES + (NUM_FRAMES - 1) * 1
+    assert n == NUM_FRAMES * 2
     assert fps == pytest.approx(60.0)
     assert shape == (RESOLUTION, RESOLUTION, 3)
     n, fps, shape = identity_run['side_by_side']
@@ -241,7 +242,7 @@ def test_subframes_reassemble_without_optimizing(identity_run, identity_args, su
     assert rec.indices == []  # --subframes is not part of the run's settings: every frame is done
     assert 'resuming' in err.lower()
     n, fps, _ = video_info(out / 'animation.mp4')
-    assert n == NUM_FRAMES + (NUM_FRAMES - 1) * subframes
+    assert n == NUM_FRAMES * (subframes + 1)
     assert fps == pytest.approx(30.0 * (subframes + 1))
     n, fps, _ = video_info(out / 'side_by_side.mp4')
     assert n == NUM_FRAMES and fps == pytest.approx(30.0)
@@ -290,7 +291,7 @@ def test_interrupted_run_resumes_to_the_same_result(identity_run, identity_args,
     na, nb = read_npz(a / 'state' / 'noise.npz'), read_npz(out / 'state' / 'noise.npz')
     for key in na:
         np.testing.assert_array_equal(na[key], nb[key])
-    assert video_info(out / 'animation.mp4')[0] == NUM_FRAMES + NUM_FRAMES - 1
+    assert video_info(out / 'animation.mp4')[0] == NUM_FRAMES * 2
 
 
 def test_a_damaged_frame_file_is_one_error_line_on_resume(identity_run, identity_args, tmp_path):
@@ -389,7 +390,7 @@ def test_video_with_alignment(net_args, inputs, tmp_path, monkeypatch):
         assert image_io.load_image(p).shape == (RESOLUTION, RESOLUTION, 3)
     # The video's own frame rate (10 fps), times subframes + 1.
     n, fps, _ = video_info(out / 'animation.mp4')
-    assert n == NUM_FRAMES + (NUM_FRAMES - 1) * 3 and fps == pytest.approx(4.0 * VIDEO_FPS)
+    assert n == NUM_FRAMES * 4 and fps == pytest.approx(4.0 * VIDEO_FPS)
     n, fps, shape = video_info(out / 'side_by_side.mp4')
     assert n == NUM_FRAMES and fps == pytest.approx(float(VIDEO_FPS))
     assert shape == (RESOLUTION, 2 * RESOLUTION, 3)  # driving with landmarks | result: no look panel
@@ -416,7 +417,7 @@ def test_video_with_alignment(net_args, inputs, tmp_path, monkeypatch):
         assert code == 0, err
         assert rec.indices == [0, 1, 2, 3]  # nothing optimized again
         n, fps, _ = video_info(out / 'animation.mp4')
-        assert n == NUM_FRAMES + (NUM_FRAMES - 1) * subframes
+        assert n == NUM_FRAMES * (subframes + 1)
         assert fps == pytest.approx(VIDEO_FPS * (subframes + 1))
         np.testing.assert_array_equal(read_npz(out / 'latents.npz')['w'], latents)
     assert len(detections) == 1 + NUM_FRAMES  # no alignment on resume

@@ -97,7 +97,7 @@ def test_joint_outputs_and_report(joint_run):
     assert sorted(p.name for p in (out / 'frames').glob('*.png')) == [f'frame_{i:05d}.png' for i in range(3)]
     for i in range(3):
         np.testing.assert_array_equal(read_npz(out / 'frames' / f'frame_{i:05d}.npz')['w'][0], latents[i])
-    assert video_info(out / 'animation.mp4')[0] == 3 + 2                          # --subframes 1
+    assert video_info(out / 'animation.mp4')[0] == 3 * 2                          # --subframes 1
     assert video_info(out / 'side_by_side.mp4')[0] == 3
     assert report['settings']['schedule'] == 'joint' and report['num_frames'] == 3
     assert set(report['stage1']['losses']) == {'lpips', 'noise_reg', 'total'}      # LPIPS only
