@@ -655,6 +655,10 @@ def describe(data: dict) -> list:
             row.update(num_ws=int(net.num_ws), w_dim=int(net.w_dim), z_dim=int(net.z_dim))
             if isinstance(net, stylegan3.Generator):
                 row['config'] = net.config
+            else:  # StyleGAN2's output layout: skip (FFHQ's config F), orig or resnet
+                blocks = [m for m in net.synthesis.modules() if hasattr(m, 'architecture')]
+                if blocks:
+                    row['synthesis'] = blocks[-1].architecture
         row['fp16_layers'] = _fp16_layers(net)
         row['has_D'] = data.get('D') is not None
         rows.append(row)
@@ -663,8 +667,10 @@ def describe(data: dict) -> list:
 
 def _info_line(row: dict) -> str:
     fields = [f'{row["network"]:<5}', f'family={row["family"]}', f'protocol={row["protocol"]}',
-              f'architecture={row["architecture"]}' + (f'-{row["config"]}' if 'config' in row else ''),
-              f'resolution={row["resolution"]}', f'channels={row["channels"]}']
+              f'architecture={row["architecture"]}' + (f'-{row["config"]}' if 'config' in row else '')]
+    if 'synthesis' in row:
+        fields.append(f'synthesis={row["synthesis"]}')
+    fields += [f'resolution={row["resolution"]}', f'channels={row["channels"]}']
     if 'num_ws' in row:
         fields += [f'num_ws={row["num_ws"]}', f'w_dim={row["w_dim"]}']
     fields += [f'c_dim={row["c_dim"]}', f'fp16_layers={len(row["fp16_layers"])}', f'D={"yes" if row["has_D"] else "no"}']

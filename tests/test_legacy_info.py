@@ -38,7 +38,10 @@ def test_info_json_describes_each_network(name):
         e['family'], e['protocol'], e['architecture'], e['resolution'], e['num_ws'], e['c_dim'])
     assert len(g['fp16_layers']) == e['fp16'] and g['has_D'] and g['channels'] == 3
     if e['architecture'] == 'stylegan3':
-        assert g['config'] == name.split('-')[1].upper()
+        assert g['config'] == name.split('-')[1].upper() and 'synthesis' not in g
+    else:  # StyleGAN2's output layout, from the fixture's name where it says it
+        assert g['synthesis'] == {'tiny-skip': 'skip', 'cond-orig': 'orig'}.get(name, g['synthesis'])
+        assert g['synthesis'] in ('skip', 'orig', 'resnet')
 
 
 def test_info_text_lines():
