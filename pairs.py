@@ -119,7 +119,9 @@ def redo_reason(outdir: Path, expected: Optional[Mapping[str, object]] = None,
     They stay when they are complete (``is_complete``) and, given ``expected`` (setting name ->
     value), the ``settings`` of the folder's ``report.json`` hold those values: outputs of other
     inputs or settings (the CSV row was edited, the command line changed) are not this run's.
-    ``precision_used`` is read from the report's ``precision`` (what ``auto`` resolved to).
+    ``precision_used`` is read from the report's ``precision`` (what ``auto`` resolved to), and
+    ``<input>_content`` from its ``input_contents`` (an input's content digest; not compared for a
+    report that has none, written before they were recorded).
     """
     if not is_complete(outdir, outputs):
         return UNFINISHED
@@ -127,8 +129,11 @@ def redo_reason(outdir: Path, expected: Optional[Mapping[str, object]] = None,
         return None
     try:
         report = json.loads((Path(outdir) / 'report.json').read_text(encoding='utf-8'))
-        settings = dict(report['settings'], precision_used=report.get('precision'))
-        differ = [name for name, value in expected.items() if settings.get(name) != value]
+        contents = {f'{name}_content': value for name, value in (report.get('input_contents') or {}).items()}
+        settings = dict(report['settings'], precision_used=report.get('precision'), **contents)
+        # Reports from before input_contents existed are judged by the inputs' names alone.
+        differ = [name for name, value in expected.items() if settings.get(name) != value
+                  and not (name.endswith('_content') and 'input_contents' not in report)]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return 'have an unreadable report.json'
     return f'were made with another {", ".join(differ)}' if differ else None

@@ -487,6 +487,11 @@ def make_report(cli: dict, target_look: str, target_landmarks: str, outdir: str,
                       detector_weights=c['detector_weights'], device=str(dev),
                       fan_weights=c['fan_weights'], vgg_weights=c['vgg_weights'], precision=c['precision']),
         precision=used_precision,
+        # The inputs by content, whatever their names: a --pairs resume redoes a row whose image or
+        # landmark file was edited in place (a #set name is left out: its file is what is read).
+        input_contents=dict(target_look=image_io.file_identity(target_look),
+                            target_landmarks=image_io.file_identity(
+                                str(landmark_targets.split_set_name(target_landmarks)[0]))),
         network=dict(nets.info),
         # optimize_noise as it was: a generator without noise inputs (StyleGAN3) has none to optimize
         optimizer=dict(asdict(settings), optimize_noise=settings.optimize_noise and bool(noise_buffer_names(nets.G))),

@@ -86,3 +86,18 @@ def test_batches_and_completion(tmp_path):
     for name in pairs.COMPLETE_OUTPUTS:
         (tmp_path / name).write_bytes(b'x')
     assert pairs.is_complete(tmp_path)
+
+
+def test_redo_reason_reads_contents_only_from_reports_that_have_them(tmp_path):
+    import json
+    for name in pairs.COMPLETE_OUTPUTS:
+        (tmp_path / name).write_bytes(b'x')
+    expected = dict(seed=1, target_look_content='sha256:new')
+    (tmp_path / 'report.json').write_text(json.dumps(dict(settings=dict(seed=1))))  # an older report
+    assert pairs.redo_reason(tmp_path, expected) is None
+    (tmp_path / 'report.json').write_text(json.dumps(dict(settings=dict(seed=1),
+                                                          input_contents=dict(target_look='sha256:old'))))
+    assert pairs.redo_reason(tmp_path, expected) == 'were made with another target_look_content'
+    (tmp_path / 'report.json').write_text(json.dumps(dict(settings=dict(seed=1), precision='bf16',
+                                                          input_contents=dict(target_look='sha256:new'))))
+    assert pairs.redo_reason(tmp_path, dict(expected, precision_used='fp32')) == 'were made with another precision_used'

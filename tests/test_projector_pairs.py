@@ -109,12 +109,25 @@ def test_resume_redoes_a_row_made_from_other_inputs(batched, pairs_dir, tiny_pkl
     csv.write_text(f'look,landmarks,outdir,seed\n{look},{look},out/e,7\n')
     code, _, err = invoke(projector.main, common + ['--pairs', csv])
     assert code == 0, err
-    assert 'were made with another target_landmarks, seed: redoing it' in err
+    assert 'were made with another target_landmarks, seed, target_landmarks_content: redoing it' in err
     assert [r['status'] for r in read_json(pairs_dir / 'pairs_report.json')['rows']] == ['ok']
     settings = read_json(pairs_dir / 'out' / 'e' / 'report.json')['settings']
     assert (settings['target_landmarks'], settings['seed']) == (str(look), 7)
     code, _, err = invoke(projector.main, common + ['--pairs', csv])  # now the same: kept
     assert code == 0, err
+    assert [r['status'] for r in read_json(pairs_dir / 'pairs_report.json')['rows']] == ['skipped']
+    # A landmark target edited in place (same name, new content): redone.
+    import shutil
+    edited = pairs_dir / 'edited_target.png'
+    shutil.copyfile(look, edited)
+    csv.write_text(f'look,landmarks,outdir,seed\n{look},{edited},out/e,7\n')
+    code, _, err = invoke(projector.main, common + ['--pairs', csv])
+    assert code == 0, err
+    shutil.copyfile(landmarks, edited)
+    code, _, err = invoke(projector.main, common + ['--pairs', csv])
+    assert code == 0, err
+    assert 'were made with another target_landmarks_content: redoing it' in err
+    code, _, err = invoke(projector.main, common + ['--pairs', csv])  # unchanged since: kept
     assert [r['status'] for r in read_json(pairs_dir / 'pairs_report.json')['rows']] == ['skipped']
     # Another precision than the one the outputs were made with: redone.
     code, _, err = invoke(projector.main, common + ['--pairs', csv, '--precision', 'bf16'])
