@@ -25,13 +25,13 @@ import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from dnnlib.util import UserError
+from dnnlib.util import UserError, not_a_file
 
 PathLike = Union[str, os.PathLike]
 _UMASK = os.umask(0)
@@ -152,8 +152,7 @@ def _scaled_size(size: Tuple[int, int], min_side: int) -> Tuple[int, int]:
 def _open_image(path: Path, what: str) -> Iterator[Image.Image]:
     """``Image.open`` with every failure turned into a one-line ``UserError``; the file is closed after."""
     if not path.is_file():
-        raise UserError(f'{what}: {path} is a folder, not an image file' if path.is_dir()
-                        else f'{what}: file not found: {path}')
+        raise UserError(f'{what}: {not_a_file(path, "an image file")}')
     try:
         nbytes = path.stat().st_size
     except OSError as exc:
@@ -613,9 +612,9 @@ def content_digest(path: PathLike) -> str:
         h = hashlib.sha256()
         for f in list_frame_files(path, str(path)):
             h.update(f.name.encode())
-            h.update(_file_sha256(f).digest())
+            h.update(_file_sha256(f))
         return h.hexdigest()
-    return _file_sha256(path).hexdigest()
+    return _file_sha256(path).hex()
 
 
 def file_identity(path: Optional[str]) -> Optional[str]:
@@ -634,12 +633,20 @@ def file_identity(path: Optional[str]) -> Optional[str]:
     return 'sha256:' + content_digest(p)
 
 
-def _file_sha256(path: Path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h
+# sha256 digests by (path, modification time, size): a --pairs run names the same look in many rows.
+_DIGESTS: Dict[tuple, bytes] = {}
+
+
+def _file_sha256(path: Path) -> bytes:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, 'rb') as f:
+            for chunk in iter(lambda: f.read(1 << 20), b''):
+                h.update(chunk)
+        _DIGESTS[key] = h.digest()
+    return _DIGESTS[key]
 
 
 @dataclass

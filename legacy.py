@@ -404,9 +404,9 @@ class _AllocationBudget(TorchFunctionMode):
     every start), which arithmetic on meta tensors needs.
     """
 
+    _NEW = frozenset([torch.Tensor.new_empty, torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_full])
     _FACTORIES = frozenset([torch.empty, torch.zeros, torch.ones, torch.full, torch.randn, torch.rand,
-                            torch.randint, torch.Tensor.new_empty, torch.Tensor.new_zeros,
-                            torch.Tensor.new_ones, torch.Tensor.new_full])
+                            torch.randint]) | _NEW
     _LIKE = frozenset([torch.empty_like, torch.zeros_like, torch.ones_like, torch.full_like,
                        torch.randn_like, torch.rand_like])
 
@@ -418,7 +418,7 @@ class _AllocationBudget(TorchFunctionMode):
     def _numel(func, args, kwargs) -> int:
         if func in _AllocationBudget._LIKE:
             return args[0].numel() if args and isinstance(args[0], torch.Tensor) else 0
-        if func in (torch.Tensor.new_empty, torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_full):
+        if func in _AllocationBudget._NEW:
             args = args[1:]  # skip self
         size = kwargs.get('size', None)
         if size is None:

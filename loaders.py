@@ -15,8 +15,8 @@ maps (older ones, or another tool's) get the generator's own constant noise.
 from __future__ import annotations
 
 import copy
-import sys
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 

@@ -13,7 +13,7 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from dnnlib.util import UserError
 
@@ -111,13 +111,13 @@ def is_complete(outdir: Path, outputs: Sequence[str] = COMPLETE_OUTPUTS) -> bool
     return all((Path(outdir) / name).is_file() for name in outputs)
 
 
-def redo_reason(outdir: Path, expected: Optional[Mapping[str, object]] = None,
+def redo_reason(outdir: Path, expected: Union[None, Mapping[str, object], Callable[[], Mapping[str, object]]] = None,
                 outputs: Sequence[str] = COMPLETE_OUTPUTS) -> Optional[str]:
     """Why a resumed run must redo the row writing to ``outdir`` (its outputs ``UNFINISHED``, or
     another phrase that completes "the outputs ..."); None when its outputs can stay.
 
     They stay when they are complete (``is_complete``) and, given ``expected`` (setting name ->
-    value), the ``settings`` of the folder's ``report.json`` hold those values: outputs of other
+    value, or a function returning it), the ``settings`` of the folder's ``report.json`` hold those values: outputs of other
     inputs or settings (the CSV row was edited, the command line changed) are not this run's.
     ``precision_used`` is read from the report's ``precision`` (what ``auto`` resolved to), and
     ``<input>_content`` from its ``input_contents`` (an input's content digest; not compared for a
@@ -125,6 +125,8 @@ def redo_reason(outdir: Path, expected: Optional[Mapping[str, object]] = None,
     """
     if not is_complete(outdir, outputs):
         return UNFINISHED
+    if callable(expected):  # computed only for complete outputs (it may read the inputs)
+        expected = expected()
     if not expected:
         return None
     try:

@@ -99,7 +99,8 @@ def run_pairs(rows: List[pairs.PairRow], prepare: Callable, optimize: Callable, 
     records: List[Dict] = []
     todo = []
     for row in mine:
-        reason = pairs.redo_reason(row.outdir, expected(row) if expected else None, outputs) if resume else None
+        reason = pairs.redo_reason(row.outdir, (lambda r=row: expected(r)) if expected else None,
+                                   outputs) if resume else None
         if resume and reason is None:
             records.append(_record(row, 'skipped', ctx, note='outputs complete (rerun with --no-resume to redo)',
                                    **_kept_metrics(row.outdir)))
@@ -299,19 +300,6 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
             projector.finish_outputs(job['out'], written, report)
             return row_metrics(report)
 
-        digests: Dict[tuple, str] = {}
-
-        def content(path) -> str:
-            """An input's content digest, once per file and version (rows share their looks)."""
-            try:
-                st = Path(path).stat()
-                key = (str(path), st.st_mtime_ns, st.st_size)
-            except OSError:
-                return image_io.file_identity(str(path))
-            if key not in digests:
-                digests[key] = image_io.file_identity(str(path))
-            return digests[key]
-
         def expected(row):
             """The settings a row's complete outputs must have been made with for a resumed run to keep them."""
             o = row.overrides
@@ -325,8 +313,9 @@ def projector_main(csv_path: str, batch_size: int, resume: bool, device: Optiona
                         detector=cli['detector'], detector_weights=cli['detector_weights'],
                         d_weight=cli['d_weight'], id_weight=cli['id_weight'], id_weights=cli['id_weights'],
                         fan_weights=cli['fan_weights'], vgg_weights=cli['vgg_weights'], precision_used=used_precision,
-                        target_look_content=content(row.look),
-                        target_landmarks_content=content(landmark_targets.split_set_name(row.landmarks)[0]))
+                        target_look_content=image_io.file_identity(str(row.look)),
+                        target_landmarks_content=image_io.file_identity(
+                            str(landmark_targets.split_set_name(row.landmarks)[0])))
 
         # A complete row has the files this run would write (landmarks.json unless --no-save_landmarks).
         outputs = (*pairs.COMPLETE_OUTPUTS, *(['landmarks.json'] if cli['save_landmarks'] else []),

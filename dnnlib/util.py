@@ -218,8 +218,13 @@ def open_url(
     return dest if return_filename else open(dest, "rb")
 
 
+def not_a_file(path: Union[str, "os.PathLike"], kind: str = "a file") -> str:
+    """Why ``path`` cannot be read as ``kind``: ``PATH is a folder, not a file`` or ``file not found: PATH``."""
+    return f"{path} is a folder, not {kind}" if os.path.isdir(path) else f"file not found: {path}"
+
+
 def _open_local(path: str, return_filename: bool) -> Union[IO[bytes], str]:
     """Open (or just validate) a local file, raising UserError when it does not exist."""
     if not os.path.isfile(path):
-        raise UserError(f"{path} is a folder, not a file" if os.path.isdir(path) else f"file not found: {path}")
+        raise UserError(not_a_file(path))
     return path if return_filename else open(path, "rb")

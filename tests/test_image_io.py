@@ -1,5 +1,6 @@
 """Reading images of every common mode, conversions, and the atomic writers."""
 
+import hashlib
 import json
 import os
 import stat
@@ -333,3 +334,17 @@ def test_video_writer_discard_and_exception(tmp_path):
                 video.append(f)
             raise RuntimeError('stop')
     assert os.listdir(tmp_path) == []
+
+
+def test_file_identity_is_the_content_and_follows_an_edit(tmp_path):
+    """Digests are kept per file version (a --pairs run names one look in many rows); an edit in
+    place, even to the same size, is a new version."""
+    import os
+    a, b = tmp_path / 'a.png', tmp_path / 'b.png'
+    a.write_bytes(b'one')
+    b.write_bytes(b'one')
+    assert image_io.file_identity(str(a)) == image_io.file_identity(str(b)) == 'sha256:' + hashlib.sha256(b'one').hexdigest()
+    before = a.stat().st_mtime_ns
+    a.write_bytes(b'two')
+    os.utime(a, ns=(before + 10**9, before + 10**9))
+    assert image_io.file_identity(str(a)) == 'sha256:' + hashlib.sha256(b'two').hexdigest()

@@ -53,11 +53,10 @@ def load_state_dict(path: Optional[str], url: str, option: str, what: str):
     cache is named, with the advice to delete it. Weights with NaN or infinite values are refused.
     """
     import os
-    from dnnlib.util import UserError
+    from dnnlib.util import UserError, not_a_file
     if path is not None:
         if not os.path.isfile(path):
-            raise UserError(f'{option}: {path} is a folder, not a file' if os.path.isdir(path)
-                            else f'{option}: file not found: {path}')
+            raise UserError(f'{option}: {not_a_file(path)}')
         try:
             try:  # memory-mapped where the file format allows it (large checkpoints load lazily)
                 state = torch.load(path, map_location='cpu', weights_only=True, mmap=True)

@@ -51,7 +51,7 @@ def get_filter_size(f: Optional[torch.Tensor]) -> Tuple[int, int]:
     return int(f.shape[-1]), int(f.shape[0])
 
 
-def setup_filter(f, device: Union[str, torch.device, None] = None, normalize: bool = True,
+def setup_filter(f, device: Union[str, torch.device] = 'cpu', normalize: bool = True,
                  flip_filter: bool = False, gain: float = 1, separable: Optional[bool] = None) -> torch.Tensor:
     """Turn a list or tensor of taps into a float32 filter for the functions below.
 
@@ -77,7 +77,7 @@ def setup_filter(f, device: Union[str, torch.device, None] = None, normalize: bo
     if flip_filter:
         f = f.flip(list(range(f.ndim)))
     f = f * (gain ** (f.ndim / 2))
-    return f if device is None else f.to(device=device)  # None: where torch.as_tensor made it (the CPU)
+    return f.to(device=device)
 
 
 def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair = 1, down: IntPair = 1,
